@@ -1,0 +1,252 @@
+//! `msharefs`: the FUSE server. See `msharefs --help` and
+//! `Documentation/msharefs.md`.
+
+mod addrspace;
+mod backing;
+mod daemon;
+mod fail;
+mod fs;
+mod hugetlb_io;
+mod namespace;
+mod options;
+mod region;
+mod sys;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fuser::{Config, MountOption, Session, SessionACL};
+use log::{error, info};
+
+use crate::options::{MountFlag, Options};
+
+const OPTIONS_HELP: &str = "\
+Mount options (-o OPT[,OPT...], may be repeated):
+  align=SIZE             region alignment reported by mshare_info; start and size
+                         of every region must be multiples of it; a power of two
+                         >= 4K, with K/M/G/T suffixes [default: 1G, the size at
+                         which hugetlb page tables are shared between processes]
+  backing=KIND           memory of new regions: thp (tmpfs huge=always, 2 MiB
+                         pages), shmem (4 KiB pages) or hugetlb (needs
+                         /proc/sys/vm/nr_hugepages; files cannot be mmapped,
+                         attach with libmshare) [default: thp]
+  max_regions=N          most regions that may exist at once [default: 65536]
+  passthrough=auto|off   answer opens with FUSE passthrough so region files can be
+                         mmapped; off serves read/write only [default: auto]
+  allow_other            let every user use the mount [default when run as root]
+  default_permissions    let the kernel check mode bits [default when run as root]
+  fsname=NAME            source shown in /proc/mounts [default: SOURCE or msharefs]
+  debug                  log every request; implies -f
+  ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async,
+  dirsync                the generic mount flags
+  defaults, auto, noauto, nofail, _netdev, user, users, relatime, x-*, ...
+                         accepted and ignored, so that fstab lines work
+
+Logging goes to stderr (RUST_LOG=debug for more); in the background it is
+discarded, so run with -f to see it.
+
+Examples:
+  msharefs /run/mshare
+  msharefs -o align=2M,backing=hugetlb /run/mshare
+  mount -t fuse.msharefs msharefs /run/mshare -o align=1G
+  fstab:  msharefs  /run/mshare  fuse.msharefs  defaults,align=1G  0 0";
+
+/// Mounts msharefs: a file system of shared memory regions with the kernel
+/// msharefs ioctl ABI.
+#[derive(Parser, Debug)]
+#[command(name = "msharefs", version, after_help = OPTIONS_HELP)]
+struct Cli {
+    /// Stay in the foreground instead of detaching once the mount is ready.
+    #[arg(short = 'f', long = "foreground")]
+    foreground: bool,
+    /// Log every request; implies -f (same as -o debug).
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+    /// Serve requests on a single thread.
+    #[arg(short = 's', long = "single-threaded")]
+    single_threaded: bool,
+    /// Mount options, comma separated (see below).
+    #[arg(short = 'o', value_name = "OPT[,OPT...]", action = clap::ArgAction::Append)]
+    options: Vec<String>,
+    /// [SOURCE] MOUNTPOINT: the source name (any word; shown in /proc/mounts)
+    /// and the directory to mount on.
+    #[arg(value_name = "[SOURCE] MOUNTPOINT", required = true, num_args = 1..=2)]
+    paths: Vec<OsString>,
+}
+
+fn fuser_config(opts: &Options, source: Option<&OsString>, threads: usize) -> Config {
+    let fsname = opts
+        .fsname
+        .clone()
+        .or_else(|| source.map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "msharefs".to_string());
+    let mut mount_options = vec![
+        MountOption::FSName(fsname),
+        MountOption::CUSTOM(format!("subtype={}", libmshare::abi::FS_SUBTYPE)),
+    ];
+    if opts.default_permissions {
+        mount_options.push(MountOption::DefaultPermissions);
+    }
+    mount_options.extend(opts.flags.iter().map(|f| match f {
+        MountFlag::ReadOnly => MountOption::RO,
+        MountFlag::ReadWrite => MountOption::RW,
+        MountFlag::Dev => MountOption::Dev,
+        MountFlag::NoDev => MountOption::NoDev,
+        MountFlag::Suid => MountOption::Suid,
+        MountFlag::NoSuid => MountOption::NoSuid,
+        MountFlag::Exec => MountOption::Exec,
+        MountFlag::NoExec => MountOption::NoExec,
+        MountFlag::Atime => MountOption::Atime,
+        MountFlag::NoAtime => MountOption::NoAtime,
+        MountFlag::Sync => MountOption::Sync,
+        MountFlag::Async => MountOption::Async,
+        MountFlag::DirSync => MountOption::DirSync,
+    }));
+    // A later flag wins over an earlier opposite one, as in mount(8).
+    let mut seen: Vec<MountOption> = Vec::new();
+    for o in mount_options.into_iter().rev() {
+        let opposite = |a: &MountOption, b: &MountOption| {
+            use MountOption::*;
+            matches!(
+                (a, b),
+                (RO, RW)
+                    | (RW, RO)
+                    | (Dev, NoDev)
+                    | (NoDev, Dev)
+                    | (Suid, NoSuid)
+                    | (NoSuid, Suid)
+                    | (Exec, NoExec)
+                    | (NoExec, Exec)
+                    | (Atime, NoAtime)
+                    | (NoAtime, Atime)
+                    | (Sync, Async)
+                    | (Async, Sync)
+            )
+        };
+        if !seen.iter().any(|s| s == &o || opposite(s, &o)) {
+            seen.push(o);
+        }
+    }
+    seen.reverse();
+    let mut config = Config::default();
+    config.mount_options = seen;
+    config.acl = if opts.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(threads);
+    config.clone_fd = threads > 1;
+    config
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let euid = nix::unistd::geteuid();
+    let mut opts = Options::defaults(euid.is_root());
+    for list in &cli.options {
+        if let Err(e) = opts.apply(list) {
+            eprintln!("msharefs: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    opts.debug |= cli.debug;
+    let foreground = cli.foreground || opts.debug;
+
+    let default_level = if opts.debug { "debug" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
+
+    let (source, mountpoint) = match cli.paths.as_slice() {
+        [m] => (None, PathBuf::from(m)),
+        [s, m] => (Some(s), PathBuf::from(m)),
+        _ => unreachable!("clap enforces 1..=2 paths"),
+    };
+    match std::fs::metadata(&mountpoint) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            eprintln!("msharefs: {}: not a directory", mountpoint.display());
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("msharefs: {}: {e}", mountpoint.display());
+            return ExitCode::from(1);
+        }
+    }
+
+    // Before any thread exists: detach, then block the stop signals so
+    // that every thread inherits the mask and only the waiter sees them.
+    let detached = if foreground {
+        None
+    } else {
+        match daemon::detach() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("msharefs: cannot detach: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
+    if let Err(e) = daemon::block_stop_signals() {
+        eprintln!("msharefs: cannot block signals: {e}");
+        return ExitCode::from(1);
+    }
+
+    let threads = if cli.single_threaded {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+    };
+    let config = fuser_config(&opts, source, threads);
+    let fs = fs::MshareFs::new(
+        opts.clone(),
+        opts.passthrough,
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
+    let mut session = match Session::new(fs, &mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("msharefs: cannot mount on {}: {e}", mountpoint.display());
+            return ExitCode::from(1);
+        }
+    };
+    info!(
+        "mounted on {} (align={}, backing={}, max_regions={})",
+        mountpoint.display(),
+        opts.align,
+        opts.backing,
+        opts.max_regions
+    );
+
+    let mut unmounter = session.unmount_callable();
+    let target = mountpoint.canonicalize().unwrap_or(mountpoint.clone());
+    std::thread::spawn(move || {
+        if let Ok(sig) = daemon::wait_for_stop() {
+            info!("{sig}: unmounting {}", target.display());
+            if let Err(e) = unmounter.unmount() {
+                info!("unmount: {e}; detaching the busy mount lazily");
+                if let Err(e) = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH) {
+                    error!("cannot unmount {}: {e}", target.display());
+                }
+            }
+            std::process::exit(0);
+        }
+    });
+
+    if let Some(d) = detached {
+        d.ready();
+    }
+    match session.run() {
+        Ok(()) => {
+            info!("unmounted; exiting");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("session ended: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
