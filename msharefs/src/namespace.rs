@@ -461,7 +461,7 @@ mod tests {
         let mut n = ns();
         let a = n.insert(ROOT, os("a"), dir(), meta()).unwrap();
         let b = n.insert(ROOT, os("b"), dir(), meta()).unwrap();
-        n.insert(b, os("c"), dir(), meta()).unwrap();
+        let c = n.insert(b, os("c"), dir(), meta()).unwrap();
         assert_eq!(
             n.rename(ROOT, os("a"), ROOT, os("b"), false)
                 .unwrap_err()
@@ -479,8 +479,11 @@ mod tests {
         assert_eq!(n.node(a).unwrap().parent, b);
         assert_eq!(
             n.rename(b, os("a2"), b, os("c"), false),
-            Ok(Some(n.child(b, os("c")).unwrap()))
+            Ok(Some(c)),
+            "an empty directory is replaced"
         );
+        assert_eq!(n.child(b, os("c")), Ok(a));
+        assert!(!n.node(c).unwrap().is_linked());
     }
 
     #[test]
