@@ -354,17 +354,15 @@ impl MshareFs {
         }
     }
 
-    fn do_setattr(
-        &self,
-        req: &Request,
-        ino: u64,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-    ) -> Result<FileAttr, Fail> {
+    fn do_setattr(&self, req: &Request, ino: u64, ch: AttrChange) -> Result<FileAttr, Fail> {
+        let AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        } = ch;
         let region = {
             let ns = self.ns.read();
             let node = ns.node(ino)?;
@@ -438,6 +436,16 @@ impl MshareFs {
         self.reap(ino);
         Ok(())
     }
+}
+
+/// The attribute changes of one `setattr`.
+struct AttrChange {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
 }
 
 fn io_fail(e: io::Error) -> Fail {
@@ -551,7 +559,15 @@ impl Filesystem for MshareFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let res = self.do_setattr(req, ino.0, mode, uid, gid, size, atime, mtime);
+        let change = AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
+        let res = self.do_setattr(req, ino.0, change);
         answer(reply, "setattr", self.region_name(ino.0), res, |r, a| {
             r.attr(&ATTR_TTL, &a)
         });
@@ -588,12 +604,12 @@ impl Filesystem for MshareFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let res = (|| {
-            let mut ns = self.ns.write();
-            let meta = Meta::new(mode as u16, req.uid(), req.gid());
-            ns.insert(parent.0, name, Kind::Dir(Default::default()), meta)
-        })()
-        .and_then(|ino| self.entry_of(ino));
+        let meta = Meta::new(mode as u16, req.uid(), req.gid());
+        let created = self
+            .ns
+            .write()
+            .insert(parent.0, name, Kind::Dir(Default::default()), meta);
+        let res = created.and_then(|ino| self.entry_of(ino));
         answer(reply, "mkdir", format_args!("{name:?}"), res, entry);
     }
 

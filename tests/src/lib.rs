@@ -1,1 +1,438 @@
-//! Test helpers.
+//! Helpers for the msharefs integration tests: a mount guard that always
+//! unmounts and stops its server, a child-process helper, /proc/meminfo
+//! readers and a hugetlb pool guard.
+//!
+//! Every test that mounts holds the guard returned by [`Mount::new`], which
+//! also serialises the tests: they read system-wide counters
+//! (`/proc/meminfo`), which parallel tests would disturb.
+#![deny(missing_docs)]
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+pub use libmshare::abi::{MshareCreate, MshareInfo, MshareUnmap};
+pub use libmshare::ioctl;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// 1 GiB.
+pub const GIB: u64 = 1 << 30;
+/// 2 MiB.
+pub const MIB2: u64 = 2 << 20;
+
+/// Takes the lock that serialises tests touching system-wide state.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Directory of the workspace's built binaries (next to `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    assert!(
+        dir.join("msharefs").exists(),
+        "{} has no msharefs binary: run the tests with `cargo test --workspace`",
+        dir.display()
+    );
+    dir
+}
+
+/// Path of the built `msharefs` binary.
+pub fn msharefs_bin() -> PathBuf {
+    bin_dir().join("msharefs")
+}
+
+/// Whether `dir` is a mount point (per /proc/self/mountinfo).
+pub fn is_mounted(dir: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = dir.to_string_lossy();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(&*dir))
+}
+
+/// The mountinfo line of `dir`.
+pub fn mountinfo_line(dir: &Path) -> Option<String> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let d = dir.to_string_lossy();
+    info.lines()
+        .find(|l| l.split(' ').nth(4) == Some(&*d))
+        .map(str::to_string)
+}
+
+/// Waits up to 10 s for `cond`.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A running `msharefs -f` on a fresh temporary directory. Dropping it
+/// stops the server (SIGTERM, then SIGKILL), detaches the mount if it is
+/// still there and removes the directory, also when the test failed.
+pub struct Mount {
+    /// The mount point.
+    pub dir: PathBuf,
+    _tmp: tempfile::TempDir,
+    child: Option<Child>,
+    log: PathBuf,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Mount {
+    /// Mounts with `-o opts` (may be empty).
+    pub fn new(opts: &str) -> Mount {
+        Self::with_args(&["-o", &format!("fsname=msharefs-test,{opts}")])
+    }
+
+    /// Mounts with these extra arguments before the mount point.
+    pub fn with_args(args: &[&str]) -> Mount {
+        let serial = serial();
+        let tmp = tempfile::Builder::new()
+            .prefix("msharefs-test")
+            .tempdir()
+            .expect("tempdir");
+        let dir = tmp.path().join("mnt");
+        fs::create_dir(&dir).unwrap();
+        let log = tmp.path().join("server.log");
+        let child = Command::new(msharefs_bin())
+            .arg("-f")
+            .args(args)
+            .arg(&dir)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn msharefs");
+        let mut m = Mount {
+            dir,
+            _tmp: tmp,
+            child: Some(child),
+            log,
+            _serial: serial,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_mounted(&m.dir) {
+            if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "msharefs exited with {status} before mounting:\n{}",
+                    m.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mount did not appear:\n{}",
+                m.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        m
+    }
+
+    /// Path of `name` inside the mount.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("server").id() as i32)
+    }
+
+    /// Whether the server process is still running.
+    pub fn server_alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Sends SIGTERM and waits for the server to exit; returns its status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server already stopped");
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("msharefs did not exit on SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if is_mounted(&self.dir) {
+            let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if std::thread::panicking() {
+            eprintln!("--- msharefs log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// Runs `f` in a forked child and returns its exit code (or 128 + signal).
+/// `f` returns the exit code; a panic in the child exits with 101.
+pub fn in_child(f: impl FnOnce() -> i32) -> i32 {
+    wait_child(spawn_child(f))
+}
+
+/// Forks a child running `f` (see [`in_child`]); returns its pid.
+pub fn spawn_child(f: impl FnOnce() -> i32) -> Pid {
+    // SAFETY: the child only runs `f` and then `_exit`s; glibc's fork keeps
+    // malloc usable in the child, and the tests hold the serial lock, so no
+    // other test thread is working at the same time.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+            // SAFETY: `_exit` ends the child without running the parent's
+            // atexit handlers or test-harness destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    }
+}
+
+/// Waits for a child; its exit code, or 128 + signal number.
+pub fn wait_child(pid: Pid) -> i32 {
+    match waitpid(pid, None).expect("waitpid") {
+        WaitStatus::Exited(_, code) => code,
+        WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+        other => panic!("unexpected wait status {other:?}"),
+    }
+}
+
+/// A value of /proc/meminfo, in kB (or a count for HugePages_*).
+pub fn meminfo(key: &str) -> u64 {
+    let text = fs::read_to_string("/proc/meminfo").unwrap();
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == key).then(|| v.split_whitespace().next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {key} in /proc/meminfo"))
+}
+
+/// Sets the hugetlb pool to `pages` 2 MiB pages while alive; restores the
+/// old size on drop.
+pub struct HugePool {
+    old: u64,
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+impl HugePool {
+    /// Reserves `pages` pages; panics if the kernel gives fewer.
+    pub fn reserve(pages: u64) -> HugePool {
+        let old: u64 = fs::read_to_string(NR_HUGEPAGES)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        fs::write(NR_HUGEPAGES, pages.to_string()).expect("write nr_hugepages (needs root)");
+        let got: u64 = fs::read_to_string(NR_HUGEPAGES)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            got >= pages,
+            "asked for {pages} huge pages, the kernel gave {got}"
+        );
+        HugePool { old }
+    }
+}
+
+impl Drop for HugePool {
+    fn drop(&mut self) {
+        let _ = fs::write(NR_HUGEPAGES, self.old.to_string());
+    }
+}
+
+/// `MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED` over `[addr, addr + size)`.
+pub fn anon_create(addr: u64, size: u64) -> MshareCreate {
+    MshareCreate {
+        addr,
+        size,
+        offset: 0,
+        prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+        flags: (libc::MAP_ANONYMOUS | libc::MAP_SHARED | libc::MAP_FIXED) as u32,
+        fd: u32::MAX,
+    }
+}
+
+/// Opens `path` with `flags` (and mode 0600 when creating).
+pub fn open(path: &Path, flags: libc::c_int) -> nix::Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::from_bits_truncate(flags),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+}
+
+/// A shared mapping made by a test (unmapped on drop). Accessed only
+/// through raw pointers, since other processes write the same memory.
+pub struct Map {
+    addr: *mut u8,
+    len: usize,
+}
+
+impl Map {
+    /// `mmap(hint, len, prot, MAP_SHARED | extra, fd, 0)`.
+    pub fn new(
+        fd: &OwnedFd,
+        hint: u64,
+        len: u64,
+        prot: libc::c_int,
+        extra: libc::c_int,
+    ) -> nix::Result<Map> {
+        // SAFETY: a new mapping; the kernel picks or checks the address
+        // (no MAP_FIXED unless `extra` says so, and the tests only use it
+        // on ranges they reserved).
+        let p = unsafe {
+            libc::mmap(
+                hint as *mut libc::c_void,
+                len as usize,
+                prot,
+                libc::MAP_SHARED | extra,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(nix::errno::Errno::last());
+        }
+        Ok(Map {
+            addr: p.cast(),
+            len: len as usize,
+        })
+    }
+
+    /// Start address.
+    pub fn addr(&self) -> u64 {
+        self.addr as u64
+    }
+
+    /// Reads the byte at `off`.
+    pub fn get(&self, off: usize) -> u8 {
+        assert!(off < self.len);
+        // SAFETY: in bounds of a live mapping; volatile because other
+        // processes write it.
+        unsafe { self.addr.add(off).read_volatile() }
+    }
+
+    /// Writes `v` at `off`.
+    pub fn set(&self, off: usize, v: u8) {
+        assert!(off < self.len);
+        // SAFETY: in bounds of a live, writable mapping.
+        unsafe { self.addr.add(off).write_volatile(v) }
+    }
+
+    /// Copies `data` to `off`.
+    pub fn write(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= self.len);
+        // SAFETY: in bounds of a live, writable mapping.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.addr.add(off), data.len()) }
+    }
+
+    /// Copies `len` bytes from `off`.
+    pub fn read(&self, off: usize, len: usize) -> Vec<u8> {
+        assert!(off + len <= self.len);
+        let mut v = vec![0u8; len];
+        // SAFETY: in bounds of a live mapping.
+        unsafe { std::ptr::copy_nonoverlapping(self.addr.add(off), v.as_mut_ptr(), len) }
+        v
+    }
+
+    /// Writes `u64` word `i` (8-byte aligned) of page `page`.
+    pub fn set_u64(&self, off: usize, v: u64) {
+        assert!(off + 8 <= self.len && off % 8 == 0);
+        // SAFETY: aligned, in bounds of a live, writable mapping.
+        unsafe { (self.addr.add(off) as *mut u64).write_volatile(v) }
+    }
+
+    /// Reads the `u64` at `off` (8-byte aligned).
+    pub fn get_u64(&self, off: usize) -> u64 {
+        assert!(off + 8 <= self.len && off % 8 == 0);
+        // SAFETY: aligned, in bounds of a live mapping.
+        unsafe { (self.addr.add(off) as *const u64).read_volatile() }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the mapping is empty (never, for a successful mmap).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this value owns.
+        unsafe { libc::munmap(self.addr.cast(), self.len) };
+    }
+}
+
+/// Runs a command; panics with its output unless it succeeds; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads a whole file given as a path.
+pub fn read_text(path: &Path) -> String {
+    let mut s = String::new();
+    fs::File::open(path)
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    s
+}
+
+/// A C string from a path.
+pub fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}

@@ -1,0 +1,40 @@
+//! Shared test steps.
+
+use std::os::fd::OwnedFd;
+
+use msharefs_tests::*;
+
+/// Errno of an `io::Error`.
+pub fn errno_of(e: std::io::Error) -> i32 {
+    e.raw_os_error().expect("an OS error")
+}
+
+/// Creates region `name` (O_RDWR|O_CREAT|O_EXCL, 0600) and sets its layout.
+pub fn create_region(m: &Mount, name: &str, start: u64, size: u64) -> OwnedFd {
+    let fd =
+        open(&m.path(name), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).expect("create region");
+    ioctl::set_size(&fd, &MshareInfo { start, size }).expect("MSHAREFS_SET_SIZE");
+    fd
+}
+
+/// Creates region `name`, sets its layout and maps one object over all of it.
+pub fn create_mapped_region(m: &Mount, name: &str, start: u64, size: u64) -> OwnedFd {
+    let fd = create_region(m, name, start, size);
+    ioctl::create_mapping(&fd, &anon_create(start, size)).expect("MSHAREFS_CREATE_MAPPING");
+    fd
+}
+
+/// Maps the whole region file at its start, read-write.
+pub fn map_region(fd: &OwnedFd) -> Map {
+    let info = ioctl::get_size(fd).expect("MSHAREFS_GET_SIZE");
+    let map = Map::new(
+        fd,
+        info.start,
+        info.size,
+        libc::PROT_READ | libc::PROT_WRITE,
+        0,
+    )
+    .expect("mmap");
+    assert_eq!(map.addr(), info.start, "mapped at the region's start");
+    map
+}

@@ -1,0 +1,162 @@
+//! Mounting and unmounting: the command line, daemon mode, signals,
+//! `mount -t fuse.msharefs`, and a server that survives bad input.
+
+use std::path::Path;
+use std::process::Command;
+
+use msharefs_tests::*;
+
+use crate::common::*;
+
+#[test]
+fn mountinfo_shows_fuse_msharefs_with_permissions_for_everyone() {
+    let m = Mount::new("");
+    let line = mountinfo_line(&m.dir).unwrap();
+    assert!(line.contains(" - fuse.msharefs msharefs-test "), "{line}");
+    assert!(
+        line.contains("allow_other") && line.contains("default_permissions"),
+        "{line}"
+    );
+}
+
+#[test]
+fn sigterm_unmounts_and_exits_cleanly() {
+    let mut m = Mount::new("");
+    let status = m.stop();
+    assert!(status.success(), "exit status {status}");
+    assert!(!is_mounted(&m.dir), "unmounted");
+}
+
+#[test]
+fn sigterm_with_open_files_detaches_and_exits() {
+    let mut m = Mount::new("");
+    let fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
+    let map = map_region(&fd);
+    map.set(0, 42);
+    let status = m.stop();
+    assert!(status.success(), "exit status {status}");
+    assert!(!is_mounted(&m.dir), "the busy mount was detached");
+    assert_eq!(
+        map.get(0),
+        42,
+        "existing mappings keep working after the server is gone"
+    );
+}
+
+#[test]
+fn umount_stops_the_server() {
+    let mut m = Mount::new("");
+    nix::mount::umount(&m.dir).unwrap();
+    wait_until("the server to exit after umount", || !m.server_alive());
+}
+
+#[test]
+fn background_mode_returns_once_mounted_and_serves() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    run(Command::new(msharefs_bin())
+        .args(["-o", "align=2M"])
+        .arg(dir));
+    // No waiting: the mount is ready when the command returns.
+    assert!(is_mounted(dir), "mounted when msharefs returned");
+    let text = std::fs::read_to_string(dir.join("mshare_info"));
+    nix::mount::umount(dir).unwrap();
+    assert_eq!(text.unwrap(), "2097152\n");
+}
+
+#[test]
+fn bad_command_lines_fail_with_a_message() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(msharefs_bin())
+        .args(["-o", "align=3M"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad mount option 'align=3M'"));
+    let out = Command::new(msharefs_bin())
+        .arg(tmp.path().join("missing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing"));
+    assert!(!is_mounted(tmp.path()));
+    let help = run(Command::new(msharefs_bin()).arg("--help"));
+    for word in [
+        "align=SIZE",
+        "backing=KIND",
+        "max_regions=N",
+        "allow_other",
+        "default_permissions",
+        "debug",
+        "-f",
+    ] {
+        assert!(help.contains(word), "--help mentions {word}");
+    }
+    assert!(run(Command::new(msharefs_bin()).arg("--version")).starts_with("msharefs "));
+}
+
+/// `mount -t fuse` goes through mount.fuse3 (Debian's fuse3), which runs
+/// the server with `SOURCE MOUNTPOINT -o OPTIONS`, as for an fstab line.
+/// The `PROGRAM#SOURCE` form names the binary under test without
+/// installing it (an installed msharefs is found as `-t fuse.msharefs`).
+#[test]
+fn mount_via_mount_fuse3_works_like_fstab() {
+    let _serial = serial();
+    assert!(
+        Path::new("/sbin/mount.fuse3").exists() || Path::new("/usr/sbin/mount.fuse3").exists(),
+        "mount.fuse3 is missing: install Debian's fuse3 (tools/test.sh does)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    run(Command::new("mount")
+        .args(["-t", "fuse", "-o", "align=2M,nosuid,defaults"])
+        .arg(format!("{}#msharefs", msharefs_bin().display()))
+        .arg(dir));
+    let line = mountinfo_line(dir);
+    let text = std::fs::read_to_string(dir.join("mshare_info"));
+    run(Command::new("umount").arg(dir));
+    let line = line.expect("mounted");
+    assert!(line.contains(" - fuse.msharefs msharefs "), "{line}");
+    assert!(line.contains("nosuid"), "{line}");
+    assert_eq!(text.unwrap(), "2097152\n");
+    wait_until("the mount to go", || !is_mounted(dir));
+}
+
+#[test]
+fn server_survives_garbage_ioctls() {
+    let mut m = Mount::new("");
+    let fd = create_region(&m, "r", 4 * GIB, GIB);
+    let mut buf = [0xffu8; 64];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..2000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // Our type and numbers 0..8 with any direction and size up to 64.
+        let dir = (seed >> 8) as u32 % 4;
+        let size = (seed >> 16) as u32 % 65;
+        let nr = (seed >> 32) as u32 % 8;
+        let cmd = (dir << 30) | (size << 16) | (u32::from(b'x') << 8) | nr;
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (seed >> (i % 8)) as u8);
+        // SAFETY: `buf` has room for any size the command encodes (<= 64).
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                cmd as _,
+                buf.as_mut_ptr(),
+            )
+        };
+    }
+    assert!(m.server_alive(), "still running");
+    assert_eq!(
+        read_text(&m.path("mshare_info")),
+        "1073741824\n",
+        "still serving"
+    );
+    assert!(ioctl::get_size(&fd).is_ok());
+}
