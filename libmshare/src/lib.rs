@@ -15,7 +15,7 @@
 //!     .open("/run/mshare/shareme")?;
 //! let info: MshareInfo = ioctl::get_size(&file)?;
 //! println!("region at {:#x}, {} bytes", info.start, info.size);
-//! # Ok::<(), nix::errno::Errno>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
 

@@ -3,7 +3,7 @@
 //!
 //! # Safety
 //!
-//! The mapping lives only inside [`write`]; the bytes are copied through raw
+//! The mapping lives only inside [`write()`]; the bytes are copied through raw
 //! pointers (`MmapRaw`), never through references, because other processes
 //! may change the same memory at any time.
 

@@ -56,7 +56,12 @@ Examples:
 /// Mounts msharefs: a file system of shared memory regions with the kernel
 /// msharefs ioctl ABI.
 #[derive(Parser, Debug)]
-#[command(name = "msharefs", version, after_help = OPTIONS_HELP)]
+#[command(
+    name = "msharefs",
+    version,
+    override_usage = "msharefs [-f] [-d] [-s] [-o OPT[,OPT...]] [SOURCE] MOUNTPOINT",
+    after_help = OPTIONS_HELP
+)]
 struct Cli {
     /// Stay in the foreground instead of detaching once the mount is ready.
     #[arg(short = 'f', long = "foreground")]
@@ -70,7 +75,7 @@ struct Cli {
     /// Mount options, comma separated (see below).
     #[arg(short = 'o', value_name = "OPT[,OPT...]", action = clap::ArgAction::Append)]
     options: Vec<String>,
-    /// [SOURCE] MOUNTPOINT: the source name (any word; shown in /proc/mounts)
+    /// SOURCE (optional) and MOUNTPOINT: the source name (any word; shown in /proc/mounts)
     /// and the directory to mount on.
     #[arg(value_name = "[SOURCE] MOUNTPOINT", required = true, num_args = 1..=2)]
     paths: Vec<OsString>,
@@ -155,7 +160,12 @@ fn main() -> ExitCode {
     opts.debug |= cli.debug;
     let foreground = cli.foreground || opts.debug;
 
-    let default_level = if opts.debug { "debug" } else { "info" };
+    // In the background only warnings reach the terminal (before detaching).
+    let default_level = match (opts.debug, foreground) {
+        (true, _) => "debug",
+        (false, true) => "info",
+        (false, false) => "warn",
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .init();
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this script).
+#
+# Installs what the tests need (Debian's fuse3 for mount.fuse3, a C compiler
+# and pkg-config for the C examples), then checks formatting, lints and docs
+# and runs every test. The tests mount FUSE file systems, switch uids and
+# size the hugetlb pool, so this runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "tools/test.sh: the tests mount file systems and switch uids; run it as root" >&2
+    exit 1
+fi
+
+need=()
+[ -x /sbin/mount.fuse3 ] || [ -x /usr/sbin/mount.fuse3 ] || need+=(fuse3)
+command -v cc >/dev/null || need+=(gcc libc6-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "tools/test.sh: installing ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+cargo test --workspace
