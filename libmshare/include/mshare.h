@@ -11,6 +11,7 @@
 
 #include <linux/ioctl.h>
 #include <linux/types.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,6 +43,97 @@ struct mshare_unmap {
 #define MSHAREFS_SET_SIZE	_IOW('x', 1, struct mshare_info)
 #define MSHAREFS_CREATE_MAPPING	_IOW('x', 2, struct mshare_create)
 #define MSHAREFS_UNMAP		_IOW('x', 3, struct mshare_unmap)
+
+/*
+ * msharefs extension (not in the kernel series): a one-time token that the
+ * server's broker socket exchanges for the region's backing file descriptor.
+ * libmshare does this for you (mshare_map); Documentation/libmshare.md has
+ * the protocol.
+ */
+struct mshare_token {
+	__u64 token[2];
+	__u32 server_pid;
+	__u32 flags;		/* MSHARE_TOKEN_* */
+};
+
+#define MSHARE_TOKEN_WRITABLE	1
+#define MSHARE_TOKEN_HUGETLB	2
+#define MSHAREFS_GET_TOKEN	_IOR('x', 32, struct mshare_token)
+
+/* Extended attribute naming a region's backing: "thp", "shmem", "hugetlb". */
+#define MSHARE_BACKING_XATTR	"user.mshare.backing"
+
+/*
+ * The library (link with `pkg-config --libs mshare`).
+ *
+ * Functions returning int give 0 on success and -1 with errno set on
+ * failure; functions returning a pointer give NULL with errno set.
+ * mshare_strerror() describes the calling thread's last failure. A `dir` of
+ * NULL finds the mount: $MSHARE_DIR, else the first fuse.msharefs mount in
+ * /proc/self/mountinfo, else /run/mshare.
+ */
+
+struct mshare_region;	/* an open region file (and its mapping) */
+
+#define MSHARE_BACKING_DEFAULT	0	/* the mount's backing= */
+#define MSHARE_BACKING_THP	1	/* 2 MiB transparent huge pages */
+#define MSHARE_BACKING_SHMEM	2	/* 4 KiB pages */
+#define MSHARE_BACKING_HUGETLB	3	/* 2 MiB hugetlb pages, shared page tables */
+
+#define MSHARE_EXCL		1	/* fail with EEXIST if the region exists */
+#define MSHARE_NO_OBJECT	2	/* do not create one object over the region */
+
+struct mshare_options {
+	uint32_t backing;	/* MSHARE_BACKING_* */
+	uint32_t mode;		/* permission bits; 0 means 0600 */
+	uint32_t flags;		/* MSHARE_EXCL, MSHARE_NO_OBJECT */
+};
+
+/* The mount's alignment (what mshare_info holds), or -1. */
+long long mshare_alignment(const char *dir);
+
+/*
+ * Creates region `name` of `size` bytes at `start` (0: the server chooses a
+ * free aligned start) and, unless MSHARE_NO_OBJECT, one anonymous object
+ * over all of it. opts NULL: default backing, 0600, MSHARE_EXCL.
+ */
+struct mshare_region *mshare_create(const char *dir, const char *name,
+				    uint64_t start, uint64_t size,
+				    const struct mshare_options *opts);
+
+/* Opens region `name`; read_only gives a read-only mapping. */
+struct mshare_region *mshare_open(const char *dir, const char *name, int read_only);
+
+/* MSHAREFS_GET_SIZE. */
+int mshare_get_info(const struct mshare_region *r, struct mshare_info *info);
+
+/* MSHAREFS_CREATE_MAPPING with the caller's struct. */
+int mshare_create_mapping(const struct mshare_region *r, const struct mshare_create *c);
+
+/* MSHAREFS_UNMAP. */
+int mshare_unmap_range(const struct mshare_region *r, uint64_t addr, uint64_t size);
+
+/*
+ * Maps the whole region at its start by mapping its backing file directly:
+ * works for every backing and is the only way for hugetlb. EEXIST if the
+ * address range is in use. Returns the start (again, if already mapped).
+ */
+void *mshare_map(struct mshare_region *r);
+
+/* Unmaps what mshare_map mapped. */
+int mshare_detach(struct mshare_region *r);
+
+/* The region file's descriptor (owned by r). */
+int mshare_fd(const struct mshare_region *r);
+
+/* Unmaps (if mapped) and closes; r is freed. */
+int mshare_close(struct mshare_region *r);
+
+/* Removes region `name`; memory goes with the last mapping. */
+int mshare_remove(const char *dir, const char *name);
+
+/* The calling thread's last failure, in words. */
+const char *mshare_strerror(void);
 
 #ifdef __cplusplus
 }

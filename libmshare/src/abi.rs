@@ -85,6 +85,45 @@ pub const MSHAREFS_CREATE_MAPPING: u32 =
 pub const MSHAREFS_UNMAP: u32 =
     nix::request_code_write!(MSHAREFS_IOCTL_TYPE, 3, size_of::<MshareUnmap>()) as u32;
 
+/// `struct mshare_token`: what `MSHAREFS_GET_TOKEN` returns (an msharefs
+/// extension, not in the kernel series): a one-time token that the server's
+/// broker socket exchanges for the region's backing file descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MshareToken {
+    /// 128 random bits.
+    pub token: [u64; 2],
+    /// Pid of the server; its broker listens on [`broker_socket_name`].
+    pub server_pid: u32,
+    /// [`TOKEN_WRITABLE`], [`TOKEN_HUGETLB`].
+    pub flags: u32,
+}
+
+/// `MSHAREFS_GET_TOKEN` = `_IOR('x', 32, struct mshare_token)`.
+pub const MSHAREFS_GET_TOKEN: u32 =
+    nix::request_code_read!(MSHAREFS_IOCTL_TYPE, 32, size_of::<MshareToken>()) as u32;
+
+/// Token flag: the descriptor it buys is writable (the open was).
+pub const TOKEN_WRITABLE: u32 = 1;
+/// Token flag: the region is hugetlb-backed.
+pub const TOKEN_HUGETLB: u32 = 2;
+/// Seconds a token stays valid.
+pub const TOKEN_TTL_SECS: u64 = 10;
+
+/// Abstract Unix socket name (without the leading NUL) of the broker of the
+/// server with pid `server_pid`.
+///
+/// Protocol: the client connects, sends the 16 token bytes (`token[0]` then
+/// `token[1]`, native endian) and reads a native-endian `i32`: 0 with the
+/// descriptor attached (`SCM_RIGHTS`), or an errno without one.
+pub fn broker_socket_name(server_pid: u32) -> String {
+    format!("msharefs.{server_pid}.broker")
+}
+
+/// Extended attribute of a region file naming its backing kind (`thp`,
+/// `shmem` or `hugetlb`); settable while the region is unsized and not open.
+pub const BACKING_XATTR: &str = "user.mshare.backing";
+
 /// Conversion between an ABI struct and the bytes the kernel copies.
 ///
 /// The server receives ioctl arguments as byte buffers; this keeps the
@@ -134,6 +173,25 @@ macro_rules! two_u64_wire {
 two_u64_wire!(MshareInfo, start, size);
 two_u64_wire!(MshareUnmap, addr, size);
 
+impl WireFormat for MshareToken {
+    const SIZE: usize = size_of::<MshareToken>();
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() >= Self::SIZE).then(|| MshareToken {
+            token: [u64_at(bytes, 0), u64_at(bytes, 8)],
+            server_pid: u32_at(bytes, 16),
+            flags: u32_at(bytes, 20),
+        })
+    }
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::SIZE);
+        v.extend_from_slice(&self.token[0].to_ne_bytes());
+        v.extend_from_slice(&self.token[1].to_ne_bytes());
+        v.extend_from_slice(&self.server_pid.to_ne_bytes());
+        v.extend_from_slice(&self.flags.to_ne_bytes());
+        v
+    }
+}
+
 impl WireFormat for MshareCreate {
     const SIZE: usize = size_of::<MshareCreate>();
     fn from_bytes(bytes: &[u8]) -> Option<Self> {
@@ -181,6 +239,8 @@ mod tests {
         assert_eq!(MSHAREFS_SET_SIZE, 0x4010_7801);
         assert_eq!(MSHAREFS_CREATE_MAPPING, 0x4028_7802);
         assert_eq!(MSHAREFS_UNMAP, 0x4010_7803);
+        assert_eq!(MSHAREFS_GET_TOKEN, 0x8018_7820);
+        assert_eq!(size_of::<MshareToken>(), 24);
     }
 
     #[test]
@@ -206,5 +266,12 @@ mod tests {
         };
         assert_eq!(MshareInfo::from_bytes(&i.to_bytes()), Some(i));
         assert_eq!(MshareInfo::from_bytes(&[0; 15]), None);
+
+        let t = MshareToken {
+            token: [1, 2],
+            server_pid: 3,
+            flags: TOKEN_WRITABLE,
+        };
+        assert_eq!(MshareToken::from_bytes(&t.to_bytes()), Some(t));
     }
 }

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use nix::errno::Errno;
 
-use crate::abi::{MshareCreate, MshareInfo, MshareUnmap, MSHAREFS_IOCTL_TYPE};
+use crate::abi::{MshareCreate, MshareInfo, MshareToken, MshareUnmap, MSHAREFS_IOCTL_TYPE};
 
 mod raw {
     use super::*;
@@ -19,6 +19,7 @@ mod raw {
     nix::ioctl_write_ptr!(set_size, MSHAREFS_IOCTL_TYPE, 1, MshareInfo);
     nix::ioctl_write_ptr!(create_mapping, MSHAREFS_IOCTL_TYPE, 2, MshareCreate);
     nix::ioctl_write_ptr!(unmap, MSHAREFS_IOCTL_TYPE, 3, MshareUnmap);
+    nix::ioctl_read!(get_token, MSHAREFS_IOCTL_TYPE, 32, MshareToken);
 }
 
 /// `MSHAREFS_GET_SIZE`: the region's start and size (`EINVAL` if unset).
@@ -45,4 +46,13 @@ pub fn create_mapping(fd: impl AsFd, create: &MshareCreate) -> Result<(), Errno>
 pub fn unmap(fd: impl AsFd, range: &MshareUnmap) -> Result<(), Errno> {
     // SAFETY: `range` points to a valid `struct mshare_unmap`.
     unsafe { raw::unmap(fd.as_fd().as_raw_fd(), range) }.map(drop)
+}
+
+/// `MSHAREFS_GET_TOKEN` (msharefs extension): a one-time token for the
+/// server's descriptor broker (see `Region::backing_fd`).
+pub fn get_token(fd: impl AsFd) -> Result<MshareToken, Errno> {
+    let mut token = MshareToken::default();
+    // SAFETY: `token` is a valid, writable `struct mshare_token`.
+    unsafe { raw::get_token(fd.as_fd().as_raw_fd(), &mut token) }?;
+    Ok(token)
 }

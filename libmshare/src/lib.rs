@@ -5,19 +5,43 @@
 //!
 //! - [`abi`]: the one definition of the kernel-style ABI (structs, ioctl
 //!   numbers, constants), used by the server too;
-//! - [`ioctl`]: safe wrappers of the four ioctls on an open region file.
+//! - [`ioctl`]: safe wrappers of the ioctls on an open region file;
+//! - [`Mount`], [`Region`], [`Mapping`]: create, open, size and map regions,
+//!   including hugetlb regions whose page tables the kernel shares between
+//!   processes (the direct path, `Documentation/libmshare.md`);
+//! - the C API (`include/mshare.h`, `libmshare.so`, `libmshare.a`,
+//!   `mshare.pc`), in the `capi` module.
 //!
 //! ```no_run
-//! use std::fs::OpenOptions;
-//! use libmshare::{abi::MshareInfo, ioctl};
+//! use libmshare::{CreateOptions, Mount};
 //!
-//! let file = OpenOptions::new().read(true).write(true)
-//!     .open("/run/mshare/shareme")?;
-//! let info: MshareInfo = ioctl::get_size(&file)?;
-//! println!("region at {:#x}, {} bytes", info.start, info.size);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! let mount = Mount::find(None)?; // $MSHARE_DIR, mountinfo, /run/mshare
+//! let size = mount.alignment();
+//! // Creator: a region at a start the server chooses, one object over it.
+//! let region = mount.create("sga", 0, size, &CreateOptions::default())?;
+//! let map = region.map()?; // at the region's start
+//! map.write(0, b"hello");
+//!
+//! // Any other process:
+//! let region = mount.open("sga", true)?;
+//! let map = region.map()?;
+//! let mut buf = [0u8; 5];
+//! map.read(0, &mut buf);
+//! # Ok::<(), libmshare::Error>(())
 //! ```
 #![deny(missing_docs)]
 
 pub mod abi;
+pub mod broker;
+pub mod capi;
+mod error;
 pub mod ioctl;
+mod mapping;
+mod mount;
+mod region;
+mod xattr;
+
+pub use error::{Error, Result};
+pub use mapping::Mapping;
+pub use mount::{Mount, DEFAULT_DIR, MSHARE_DIR_ENV};
+pub use region::{Backing, CreateOptions, Region};

@@ -15,11 +15,12 @@ use fuser::{
     BackingId, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     InitFlags, IoctlFlags, KernelConfig, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow,
+    ReplyXattr, Request, TimeOrNow,
 };
 use libmshare::abi::{
-    MshareCreate, MshareInfo, MshareUnmap, WireFormat, HUGE_PAGE_SIZE, MSHAREFS_CREATE_MAPPING,
-    MSHAREFS_GET_SIZE, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, PAGE_SIZE,
+    MshareCreate, MshareInfo, MshareToken, MshareUnmap, WireFormat, BACKING_XATTR, HUGE_PAGE_SIZE,
+    MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_SET_SIZE,
+    MSHAREFS_UNMAP, PAGE_SIZE, TOKEN_HUGETLB, TOKEN_WRITABLE,
 };
 use log::{debug, info, warn};
 use nix::errno::Errno;
@@ -27,6 +28,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::addrspace::AddressSpace;
 use crate::backing::BackingStore;
+use crate::broker::Broker;
 use crate::fail::{ensure, Fail};
 use crate::namespace::{Kind, Meta, Namespace, Node, INFO};
 use crate::options::{BackingKind, Options};
@@ -69,6 +71,8 @@ pub struct MshareFs {
     passthrough: AtomicBool,
     /// What `mshare_info` reads as.
     info_text: String,
+    /// Hands backing descriptors to holders of open region files.
+    broker: Arc<Broker>,
 }
 
 impl MshareFs {
@@ -91,6 +95,7 @@ impl MshareFs {
             info_text: format!("{}\n", opts.align),
             opts,
             passthrough: AtomicBool::new(passthrough),
+            broker: Broker::start(),
         }
     }
 
@@ -236,6 +241,31 @@ impl MshareFs {
         FileHandle(fh)
     }
 
+    /// Undoes an open that raced with a change of the region's backing
+    /// (`setxattr`), which can happen only before the region is sized.
+    fn still_current(
+        &self,
+        ino: u64,
+        region: &Arc<Region>,
+        opened: (FileHandle, OpenMode),
+    ) -> Result<(FileHandle, OpenMode), Fail> {
+        let current = self
+            .ns
+            .read()
+            .node(ino)
+            .ok()
+            .and_then(|n| n.region().cloned());
+        if current.is_some_and(|c| Arc::ptr_eq(&c, region)) {
+            return Ok(opened);
+        }
+        self.handles.lock().remove(&opened.0 .0);
+        region.release();
+        Err(Fail::new(
+            Errno::EAGAIN,
+            "the region's backing changed during open",
+        ))
+    }
+
     fn handle_region(&self, fh: FileHandle, ino: u64) -> Result<(Arc<Region>, bool), Fail> {
         let handles = self.handles.lock();
         let h = handles
@@ -289,6 +319,7 @@ impl MshareFs {
 
     fn do_ioctl(
         &self,
+        req: &Request,
         ino: u64,
         fh: FileHandle,
         cmd: u32,
@@ -349,6 +380,30 @@ impl MshareFs {
                     MshareUnmap::from_bytes(input).ok_or_else(|| decode("short mshare_unmap"))?;
                 region.unmap(&u)?;
                 Ok(Vec::new())
+            }
+            MSHAREFS_GET_TOKEN => {
+                ensure(
+                    out_size as usize >= MshareToken::SIZE,
+                    Errno::EINVAL,
+                    "output buffer too small",
+                )?;
+                let file = region.file()?;
+                let token = self.broker.issue(fh.0, req.pid(), file, writable)?;
+                let mut flags = if writable { TOKEN_WRITABLE } else { 0 };
+                if region.kind == BackingKind::Hugetlb {
+                    flags |= TOKEN_HUGETLB;
+                }
+                debug!(
+                    "{}: token issued to pid {}",
+                    self.region_name(ino),
+                    req.pid()
+                );
+                Ok(MshareToken {
+                    token,
+                    server_pid: std::process::id(),
+                    flags,
+                }
+                .to_bytes())
             }
             _ => Err(Fail::with(Errno::ENOTTY, format!("unknown ioctl {cmd:#x}"))),
         }
@@ -448,6 +503,96 @@ struct AttrChange {
     mtime: Option<TimeOrNow>,
 }
 
+impl MshareFs {
+    fn xattr_value(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, Fail> {
+        let ns = self.ns.read();
+        let node = ns.node(ino)?;
+        match node.region() {
+            Some(r) if name == BACKING_XATTR => Ok(r.kind.as_str().as_bytes().to_vec()),
+            _ => Err(Fail::new(Errno::ENODATA, "no such attribute")),
+        }
+    }
+
+    fn xattr_names(&self, ino: u64) -> Result<Vec<u8>, Fail> {
+        let ns = self.ns.read();
+        let mut names = Vec::new();
+        if ns.node(ino)?.region().is_some() {
+            names.extend_from_slice(BACKING_XATTR.as_bytes());
+            names.push(0);
+        }
+        Ok(names)
+    }
+
+    /// `setxattr(user.mshare.backing)`: gives an unsized, unopened region a
+    /// new, empty backing file of another kind.
+    fn set_backing(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<(), Fail> {
+        ensure(
+            name == BACKING_XATTR,
+            Errno::EOPNOTSUPP,
+            "only user.mshare.backing can be set",
+        )?;
+        ensure(
+            flags & libc::XATTR_CREATE == 0,
+            Errno::EEXIST,
+            "user.mshare.backing always exists",
+        )?;
+        let text = std::str::from_utf8(value)
+            .unwrap_or("")
+            .trim_end_matches(['\0', '\n']);
+        let kind = BackingKind::parse(text).ok_or(Fail::new(
+            Errno::EINVAL,
+            "backing must be thp, shmem or hugetlb",
+        ))?;
+        let kind = self.store.effective(kind);
+        let old = self.ns.read().node(ino)?.region().cloned();
+        let old = old.ok_or(Fail::new(Errno::EOPNOTSUPP, "not a region"))?;
+        if old.kind == kind {
+            return Ok(());
+        }
+        let busy = |r: &Region| r.opens() > 0 || r.info().is_ok();
+        ensure(
+            !busy(&old),
+            Errno::EBUSY,
+            "the backing of an open or sized region cannot change",
+        )?;
+        let file = self
+            .store
+            .create(kind, &self.region_name(ino))
+            .map_err(|e| Fail::with(e, format!("cannot create {kind} backing memory: {e}")))?;
+        let mut ns = self.ns.write();
+        let current = ns.node(ino)?.region().cloned();
+        ensure(
+            current.is_some_and(|c| Arc::ptr_eq(&c, &old)) && !busy(&old),
+            Errno::EBUSY,
+            "region changed meanwhile",
+        )?;
+        ns.set_region(ino, Arc::new(Region::new(ino, kind, file)))?;
+        old.release_memory(&self.addrs);
+        debug!("region inode {ino}: backing is now {kind}");
+        Ok(())
+    }
+}
+
+/// Answers a getxattr/listxattr: the size when asked for 0 bytes, the data
+/// when it fits, `ERANGE` when it does not.
+fn xattr_reply(reply: ReplyXattr, op: &str, ino: u64, size: u32, res: Result<Vec<u8>, Fail>) {
+    let res = res.and_then(|data| {
+        ensure(
+            size == 0 || data.len() <= size as usize,
+            Errno::ERANGE,
+            "buffer too small",
+        )?;
+        Ok(data)
+    });
+    answer(reply, op, ino, res, |r, data| {
+        if size == 0 {
+            r.size(data.len() as u32)
+        } else {
+            r.data(&data)
+        }
+    });
+}
+
 fn io_fail(e: io::Error) -> Fail {
     let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
     Fail::with(errno, e.to_string())
@@ -469,6 +614,7 @@ macro_rules! error_reply {
 }
 error_reply!(
     ReplyAttr,
+    ReplyXattr,
     ReplyCreate,
     ReplyData,
     ReplyDirectory,
@@ -704,9 +850,9 @@ impl Filesystem for MshareFs {
                 })
             }
             Ok(None) => Err(Fail::new(Errno::EISDIR, "is a directory")),
-            Ok(Some(region)) => {
-                self.open_region(ino.0, &region, flags.0, |fd| reply.open_backing(fd))
-            }
+            Ok(Some(region)) => self
+                .open_region(ino.0, &region, flags.0, |fd| reply.open_backing(fd))
+                .and_then(|opened| self.still_current(ino.0, &region, opened)),
         };
         answer(
             reply,
@@ -856,6 +1002,7 @@ impl Filesystem for MshareFs {
         reply: ReplyEmpty,
     ) {
         let handle = self.handles.lock().remove(&fh.0);
+        self.broker.revoke_handle(fh.0);
         if let Some(region) = handle.and_then(|h| h.region) {
             if region.release() == 0 {
                 self.reap(ino.0);
@@ -935,7 +1082,7 @@ impl Filesystem for MshareFs {
 
     fn ioctl(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: IoctlFlags,
@@ -944,9 +1091,54 @@ impl Filesystem for MshareFs {
         out_size: u32,
         reply: ReplyIoctl,
     ) {
-        let res = self.do_ioctl(ino.0, fh, cmd, in_data, out_size);
+        let res = self.do_ioctl(req, ino.0, fh, cmd, in_data, out_size);
         let subject = format_args!("{:#x} on {}", cmd, self.region_name(ino.0)).to_string();
         answer(reply, "ioctl", subject, res, |r, out| r.ioctl(0, &out));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        xattr_reply(
+            reply,
+            "getxattr",
+            ino.0,
+            size,
+            self.xattr_value(ino.0, name),
+        );
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr_reply(reply, "listxattr", ino.0, size, self.xattr_names(ino.0));
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let res = self.set_backing(ino.0, name, value, flags);
+        answer(reply, "setxattr", self.region_name(ino.0), res, |r, ()| {
+            r.ok()
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let res = Err(if name == BACKING_XATTR {
+            Fail::new(Errno::EPERM, "user.mshare.backing cannot be removed")
+        } else {
+            Fail::new(Errno::ENODATA, "no such attribute")
+        });
+        answer(
+            reply,
+            "removexattr",
+            self.region_name(ino.0),
+            res,
+            |r, ()| r.ok(),
+        );
     }
 
     fn fallocate(

@@ -3,6 +3,7 @@
 
 mod addrspace;
 mod backing;
+mod broker;
 mod daemon;
 mod fail;
 mod fs;

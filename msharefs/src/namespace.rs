@@ -326,6 +326,15 @@ impl Namespace {
         Ok(target)
     }
 
+    /// Replaces the region of a region node (a new backing kind).
+    pub fn set_region(&mut self, ino: u64, region: Arc<Region>) -> Result<(), Fail> {
+        let node = self.node_mut(ino)?;
+        ensure(node.region().is_some(), Errno::EINVAL, "not a region")?;
+        node.kind = Kind::Region(region);
+        node.meta.ctime = SystemTime::now();
+        Ok(())
+    }
+
     /// A directory's entries, `.` and `..` first, as (inode, is_dir, name).
     pub fn entries(&self, ino: u64) -> Result<Vec<(u64, bool, OsString)>, Fail> {
         let entries = self.dir(ino)?;

@@ -3,8 +3,10 @@
 
 mod common;
 mod control;
+mod library;
 mod memory;
 mod mounting;
 mod namespace;
 mod programs;
 mod scale;
+mod security;

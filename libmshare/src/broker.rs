@@ -1,0 +1,92 @@
+//! Client side of the server's descriptor broker (`Documentation/libmshare.md`):
+//! trade a one-time token from `MSHAREFS_GET_TOKEN` for the region's backing
+//! file descriptor. [`Region::backing_fd`](crate::Region::backing_fd) does
+//! both steps; [`exchange`] is the second step alone, for clients that get
+//! the token themselves.
+
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    getsockopt, recvmsg, sockopt::PeerCredentials, ControlMessageOwned, MsgFlags,
+};
+
+use crate::abi::{broker_socket_name, MshareToken};
+
+/// Why an exchange failed, and the errno to report.
+pub type Failure = (String, Errno);
+
+/// Connects to the broker of `token.server_pid`, checks that the peer is
+/// that process, presents the token and receives the descriptor.
+pub fn exchange(token: &MshareToken) -> Result<OwnedFd, Failure> {
+    let io = |what: &str, e: std::io::Error| {
+        (
+            format!("{what}: {e}"),
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        )
+    };
+    let name = broker_socket_name(token.server_pid);
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| io("socket name", e))?;
+    let mut sock =
+        UnixStream::connect_addr(&addr).map_err(|e| io(&format!("connecting to @{name}"), e))?;
+    let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+    let peer = getsockopt(&sock, PeerCredentials).map_err(|e| ("SO_PEERCRED".to_string(), e))?;
+    if peer.pid() != token.server_pid as i32 {
+        return Err((
+            format!("@{name} is held by pid {}, not the server", peer.pid()),
+            Errno::EACCES,
+        ));
+    }
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&token.token[0].to_ne_bytes());
+    bytes[8..].copy_from_slice(&token.token[1].to_ne_bytes());
+    sock.write_all(&bytes)
+        .map_err(|e| io("sending the token", e))?;
+    receive(&sock)
+}
+
+/// Reads the broker's answer on a connected socket: an `i32` status and, on 0, one descriptor.
+pub fn receive(sock: &UnixStream) -> Result<OwnedFd, Failure> {
+    let mut status = [0u8; 4];
+    let mut iov = [IoSliceMut::new(&mut status)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        sock.as_fd().as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| ("reading the answer".to_string(), e))?;
+    let mut fd = None;
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| ("reading the answer".to_string(), e))?
+    {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for raw in fds {
+                // SAFETY: SCM_RIGHTS installed `raw` in this process as a new
+                // descriptor that nothing else owns.
+                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    let n = msg.bytes;
+    if n != 4 {
+        return Err((
+            "the broker closed the connection without an answer".to_string(),
+            Errno::EPROTO,
+        ));
+    }
+    match i32::from_ne_bytes(status) {
+        0 => fd.ok_or(("no descriptor in the answer".to_string(), Errno::EPROTO)),
+        e => Err((
+            "the broker refused the token".to_string(),
+            Errno::from_raw(e),
+        )),
+    }
+}

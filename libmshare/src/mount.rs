@@ -1,0 +1,181 @@
+//! Finding an msharefs mount and reading its alignment.
+
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use crate::abi::{FS_SUBTYPE, INFO_FILE_NAME};
+use crate::error::{Error, Result};
+use crate::region::{CreateOptions, Region};
+
+/// Environment variable naming the mount to use.
+pub const MSHARE_DIR_ENV: &str = "MSHARE_DIR";
+/// The mount point used when nothing else names one.
+pub const DEFAULT_DIR: &str = "/run/mshare";
+
+/// An msharefs mount.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    dir: PathBuf,
+    align: u64,
+}
+
+/// The first `fuse.msharefs` mount point in /proc/self/mountinfo.
+fn from_mountinfo() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let fstype = format!("fuse.{FS_SUBTYPE}");
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split(' ').next()? != fstype {
+            return None;
+        }
+        // Field 5 is the mount point, with spaces etc. as octal escapes.
+        Some(PathBuf::from(unescape(left.split(' ').nth(4)?)))
+    })
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let digits = std::str::from_utf8(&b[i + 1..i + 4]).ok();
+            if let Some(v) = digits.and_then(|d| u8::from_str_radix(d, 8).ok()) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Mount {
+    /// Finds the mount: `dir` if given, else `$MSHARE_DIR`, else the first
+    /// `fuse.msharefs` mount in /proc/self/mountinfo, else `/run/mshare`.
+    pub fn find(dir: Option<&Path>) -> Result<Mount> {
+        let mut tried = Vec::new();
+        let candidate = if let Some(d) = dir {
+            d.to_path_buf()
+        } else if let Some(d) = std::env::var_os(MSHARE_DIR_ENV).filter(|d| !d.is_empty()) {
+            PathBuf::from(d)
+        } else if let Some(d) = from_mountinfo() {
+            d
+        } else {
+            tried.push("$MSHARE_DIR, /proc/self/mountinfo".to_string());
+            PathBuf::from(DEFAULT_DIR)
+        };
+        Self::at(&candidate).map_err(|e| match e {
+            Error::Path {
+                errno: Errno::ENOENT,
+                ..
+            } => {
+                tried.push(candidate.join(INFO_FILE_NAME).display().to_string());
+                Error::NoMount {
+                    tried: tried.join(", "),
+                }
+            }
+            other => other,
+        })
+    }
+
+    /// The mount at `dir` (which must hold `mshare_info`).
+    pub fn at(dir: &Path) -> Result<Mount> {
+        let path = dir.join(INFO_FILE_NAME);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Path {
+            op: "reading",
+            path: path.clone(),
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        let align = text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|a| a.is_power_of_two())
+            .ok_or_else(|| Error::BadInfo {
+                path,
+                text: text.clone(),
+            })?;
+        Ok(Mount {
+            dir: dir.to_path_buf(),
+            align,
+        })
+    }
+
+    /// The mount point.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The alignment (`mshare_info`): region start and size are multiples.
+    pub fn alignment(&self) -> u64 {
+        self.align
+    }
+
+    /// The path of region `name` (which may contain `/` for directories).
+    pub fn path(&self, name: &str) -> Result<PathBuf> {
+        if name.is_empty()
+            || name.starts_with('/')
+            || name.split('/').any(|c| c == ".." || c.is_empty())
+        {
+            return Err(Error::BadName {
+                name: name.to_string(),
+            });
+        }
+        Ok(self.dir.join(name))
+    }
+
+    /// Creates region `name` (see [`CreateOptions`]); `start == 0` lets the
+    /// server choose a free aligned start.
+    pub fn create(
+        &self,
+        name: &str,
+        start: u64,
+        size: u64,
+        options: &CreateOptions,
+    ) -> Result<Region> {
+        Region::create(self, name, start, size, options)
+    }
+
+    /// Opens region `name`, read-only or read-write.
+    pub fn open(&self, name: &str, read_only: bool) -> Result<Region> {
+        Region::open(self, name, read_only)
+    }
+
+    /// Removes region `name`; its memory goes when the last mapping does.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        std::fs::remove_file(&path).map_err(|e| Error::Path {
+            op: "removing",
+            path,
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape("/run/my\\040mshare"), "/run/my mshare");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/end\\04"), "/end\\04");
+    }
+
+    #[test]
+    fn names_stay_inside_the_mount() {
+        let m = Mount {
+            dir: PathBuf::from("/run/mshare"),
+            align: 1 << 30,
+        };
+        assert_eq!(m.path("a/b").unwrap(), PathBuf::from("/run/mshare/a/b"));
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b"] {
+            assert!(m.path(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! An open region file: its control ioctls and the direct mapping path.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::errno::Errno;
+
+use crate::abi::{MshareCreate, MshareInfo, MshareToken, MshareUnmap, TOKEN_WRITABLE};
+use crate::error::{Error, Result};
+use crate::mapping::Mapping;
+use crate::mount::Mount;
+use crate::{broker, ioctl, xattr};
+
+/// How a region's memory is provided (the server's `backing=` kinds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// 2 MiB transparent huge pages (tmpfs `huge=always`).
+    Thp,
+    /// 4 KiB pages (memfd).
+    Shmem,
+    /// 2 MiB hugetlb pages; mappings of whole 1 GiB-aligned ranges share
+    /// their page tables between processes. Needs the hugetlb pool.
+    Hugetlb,
+}
+
+impl Backing {
+    /// The server's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backing::Thp => "thp",
+            Backing::Shmem => "shmem",
+            Backing::Hugetlb => "hugetlb",
+        }
+    }
+}
+
+/// Options of [`Mount::create`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Backing kind; `None` takes the mount's `backing=` default.
+    pub backing: Option<Backing>,
+    /// Permission bits of the new file.
+    pub mode: u32,
+    /// Fail with `EEXIST` if the region exists (else open it).
+    pub exclusive: bool,
+    /// Create one anonymous object over the whole region, so that it is
+    /// ready to map (`MSHAREFS_CREATE_MAPPING`); off leaves that to the
+    /// caller.
+    pub whole_object: bool,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            backing: None,
+            mode: 0o600,
+            exclusive: true,
+            whole_object: true,
+        }
+    }
+}
+
+/// An open region file.
+#[derive(Debug)]
+pub struct Region {
+    file: File,
+    name: String,
+    writable: bool,
+}
+
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+impl Region {
+    pub(crate) fn create(
+        mount: &Mount,
+        name: &str,
+        start: u64,
+        size: u64,
+        opts: &CreateOptions,
+    ) -> Result<Region> {
+        let path = mount.path(name)?;
+        let path_err = |op, errno| Error::Path {
+            op,
+            path: path.clone(),
+            errno,
+        };
+        // mknod creates the file without opening it, so the backing can be
+        // chosen before the first open fixes it.
+        let mode = nix::sys::stat::Mode::from_bits_truncate(opts.mode as libc::mode_t);
+        match nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFREG, mode, 0) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) if !opts.exclusive => return Region::open(mount, name, false),
+            Err(e) => return Err(path_err("creating", e)),
+        }
+        let made = (|| {
+            if let Some(b) = opts.backing {
+                xattr::set_backing(&path, b.as_str())
+                    .map_err(|e| path_err("setting the backing of", e))?;
+            }
+            let region = Region::open(mount, name, false)?;
+            if start == 0 {
+                nix::unistd::ftruncate(&region.file, size as libc::off_t)
+                    .map_err(|e| region.err("ftruncate", e))?;
+            } else {
+                ioctl::set_size(&region.file, &MshareInfo { start, size })
+                    .map_err(|e| region.err("MSHAREFS_SET_SIZE", e))?;
+            }
+            if opts.whole_object {
+                let info = region.info()?;
+                region.create_mapping(info.start, info.size, libc::PROT_READ | libc::PROT_WRITE)?;
+            }
+            Ok(region)
+        })();
+        if made.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        made
+    }
+
+    pub(crate) fn open(mount: &Mount, name: &str, read_only: bool) -> Result<Region> {
+        let path = mount.path(name)?;
+        let file = File::options()
+            .read(true)
+            .write(!read_only)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::Path {
+                op: "opening",
+                path: path.clone(),
+                errno: errno_of(&e),
+            })?;
+        Ok(Region {
+            file,
+            name: name.to_string(),
+            writable: !read_only,
+        })
+    }
+
+    fn err(&self, op: &'static str, errno: Errno) -> Error {
+        Error::Region {
+            op,
+            region: self.name.clone(),
+            errno,
+        }
+    }
+
+    /// The region's name in the mount.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether it was opened for writing.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// `MSHAREFS_GET_SIZE`: start and size.
+    pub fn info(&self) -> Result<MshareInfo> {
+        ioctl::get_size(&self.file).map_err(|e| self.err("MSHAREFS_GET_SIZE", e))
+    }
+
+    /// The backing kind (`user.mshare.backing`).
+    pub fn backing(&self) -> Result<Backing> {
+        let mut buf = [0u8; 16];
+        let n = xattr::get_backing(&self.file, &mut buf).map_err(|e| self.err("getxattr", e))?;
+        match &buf[..n] {
+            b"thp" => Ok(Backing::Thp),
+            b"shmem" => Ok(Backing::Shmem),
+            b"hugetlb" => Ok(Backing::Hugetlb),
+            _ => Err(self.err("getxattr", Errno::EPROTO)),
+        }
+    }
+
+    /// `MSHAREFS_CREATE_MAPPING`: an anonymous shared object over
+    /// `[addr, addr + size)`.
+    pub fn create_mapping(&self, addr: u64, size: u64, prot: libc::c_int) -> Result<()> {
+        let c = MshareCreate {
+            addr,
+            size,
+            offset: 0,
+            prot: prot as u32,
+            flags: (libc::MAP_ANONYMOUS | libc::MAP_SHARED | libc::MAP_FIXED) as u32,
+            fd: u32::MAX,
+        };
+        ioctl::create_mapping(&self.file, &c).map_err(|e| self.err("MSHAREFS_CREATE_MAPPING", e))
+    }
+
+    /// `MSHAREFS_UNMAP`: removes the objects in the range and frees their
+    /// memory.
+    pub fn unmap(&self, addr: u64, size: u64) -> Result<()> {
+        ioctl::unmap(&self.file, &MshareUnmap { addr, size })
+            .map_err(|e| self.err("MSHAREFS_UNMAP", e))
+    }
+
+    /// A new descriptor of the region's backing file, with the access this
+    /// open has (read-only for an `O_RDONLY` open), from the server's broker.
+    pub fn backing_fd(&self) -> Result<OwnedFd> {
+        let token = ioctl::get_token(&self.file).map_err(|e| self.err("MSHAREFS_GET_TOKEN", e))?;
+        self.redeem(&token)
+    }
+
+    fn redeem(&self, token: &MshareToken) -> Result<OwnedFd> {
+        debug_assert_eq!(token.flags & TOKEN_WRITABLE != 0, self.writable);
+        broker::exchange(token).map_err(|(why, errno)| Error::Broker {
+            region: self.name.clone(),
+            why,
+            errno,
+        })
+    }
+
+    /// Maps the whole region at its start address by mapping its backing
+    /// file directly (`MAP_SHARED | MAP_FIXED_NOREPLACE`): the only way to
+    /// map hugetlb regions, and the fastest attach for every kind. Writable
+    /// if the region was opened for writing.
+    ///
+    /// [`Error::AddressInUse`] if something is mapped in that range already.
+    pub fn map(&self) -> Result<Mapping> {
+        let info = self.info()?;
+        let fd = self.backing_fd()?;
+        Mapping::fixed(&fd, info.start, info.size, self.writable).map_err(|e| match e {
+            Errno::EEXIST => Error::AddressInUse {
+                region: self.name.clone(),
+                start: info.start,
+            },
+            e => self.err("mmap", e),
+        })
+    }
+}
+
+impl AsFd for Region {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}

@@ -1,0 +1,255 @@
+//! The descriptor broker: hands a region's backing file descriptor to a
+//! process that holds an open region file, and to nobody else.
+//!
+//! 1. `MSHAREFS_GET_TOKEN` on an open region file makes a [`Grant`]: a
+//!    random 128-bit token bound to that open handle, to the calling
+//!    process (its thread-group id) and to the access the open allowed.
+//! 2. The process connects to the abstract Unix socket
+//!    [`broker_socket_name`] and sends the token. The broker takes the
+//!    token out of the table (it is good for one try), checks its age and
+//!    that the peer's `SO_PEERCRED` pid is the bound process, and sends a new
+//!    descriptor of the backing file opened with the same access
+//!    (`O_RDONLY` or `O_RDWR`) by `SCM_RIGHTS`.
+//!
+//! Releasing the open handle revokes its grants. See
+//! `Documentation/libmshare.md` for the client side.
+
+use std::collections::HashMap;
+use std::io::{IoSlice, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libmshare::abi::{broker_socket_name, TOKEN_TTL_SECS};
+use log::{debug, warn};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::socket::{getsockopt, sendmsg, sockopt::PeerCredentials, ControlMessage, MsgFlags};
+use nix::sys::stat::Mode;
+use parking_lot::Mutex;
+
+use crate::fail::{ensure, Fail};
+
+/// Connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+
+/// What a token buys.
+#[derive(Debug)]
+struct Grant {
+    /// The open handle it was issued on.
+    fh: u64,
+    /// Thread-group id of the process that asked.
+    tgid: i32,
+    /// The backing file.
+    file: Arc<OwnedFd>,
+    /// Whether the open allowed writing.
+    writable: bool,
+    /// Issue time.
+    issued: Instant,
+}
+
+/// Outstanding tokens and the listening socket.
+#[derive(Debug)]
+pub struct Broker {
+    /// Grants by token.
+    grants: Mutex<HashMap<[u64; 2], Grant>>,
+    /// Connections being served.
+    active: AtomicUsize,
+    /// Whether the socket is listening.
+    listening: bool,
+}
+
+fn random_token() -> Result<[u64; 2], Errno> {
+    let mut b = [0u8; 16];
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: writes at most `len - got` bytes into `b[got..]`.
+        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+        if n < 0 {
+            let e = Errno::last();
+            if e == Errno::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        got += n as usize;
+    }
+    let (lo, hi) = b.split_at(8);
+    Ok([
+        u64::from_ne_bytes(lo.try_into().unwrap()),
+        u64::from_ne_bytes(hi.try_into().unwrap()),
+    ])
+}
+
+/// The thread-group id of thread `tid` (FUSE requests carry the thread id).
+fn tgid_of(tid: u32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:")?.trim().parse().ok())
+}
+
+impl Broker {
+    /// Starts the broker on its abstract socket. If the socket cannot be
+    /// bound, the broker refuses every token request (`EOPNOTSUPP`), and the
+    /// log says why.
+    pub fn start() -> Arc<Broker> {
+        let name = broker_socket_name(std::process::id());
+        let listener = SocketAddr::from_abstract_name(name.as_bytes())
+            .and_then(|a| UnixListener::bind_addr(&a));
+        let broker = Arc::new(Broker {
+            grants: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            listening: listener.is_ok(),
+        });
+        match listener {
+            Ok(listener) => {
+                let b = broker.clone();
+                std::thread::Builder::new()
+                    .name("broker".into())
+                    .spawn(move || b.accept_loop(listener))
+                    .expect("spawn the broker thread");
+                debug!("broker listening on @{name}");
+            }
+            Err(e) => {
+                warn!("cannot listen on @{name} ({e}): libmshare cannot get backing descriptors")
+            }
+        }
+        broker
+    }
+
+    /// `MSHAREFS_GET_TOKEN`: a token for handle `fh` of thread `tid`.
+    pub fn issue(
+        &self,
+        fh: u64,
+        tid: u32,
+        file: Arc<OwnedFd>,
+        writable: bool,
+    ) -> Result<[u64; 2], Fail> {
+        ensure(
+            self.listening,
+            Errno::EOPNOTSUPP,
+            "the broker socket is not listening",
+        )?;
+        let tgid = tgid_of(tid).ok_or(Fail::new(
+            Errno::EPERM,
+            "caller is not in the server's pid namespace",
+        ))?;
+        let token = random_token()?;
+        let mut grants = self.grants.lock();
+        grants.retain(|_, g| g.issued.elapsed() < Duration::from_secs(TOKEN_TTL_SECS));
+        grants.insert(
+            token,
+            Grant {
+                fh,
+                tgid,
+                file,
+                writable,
+                issued: Instant::now(),
+            },
+        );
+        Ok(token)
+    }
+
+    /// Forgets the grants of a released handle.
+    pub fn revoke_handle(&self, fh: u64) {
+        self.grants.lock().retain(|_, g| g.fh != fh);
+    }
+
+    /// Takes the grant of `token` (one try) if `pid` may have it.
+    fn redeem(&self, token: [u64; 2], pid: i32) -> Result<(Arc<OwnedFd>, bool), Fail> {
+        let grant = self
+            .grants
+            .lock()
+            .remove(&token)
+            .ok_or(Fail::new(Errno::EACCES, "unknown or used token"))?;
+        ensure(
+            grant.issued.elapsed() < Duration::from_secs(TOKEN_TTL_SECS),
+            Errno::EACCES,
+            "token expired",
+        )?;
+        ensure(
+            grant.tgid == pid,
+            Errno::EACCES,
+            "token presented by another process",
+        )?;
+        Ok((grant.file, grant.writable))
+    }
+
+    fn accept_loop(self: Arc<Self>, listener: UnixListener) {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            if self.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+                debug!("broker: too many connections; closing one");
+                continue;
+            }
+            let b = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("broker-conn".into())
+                .spawn(move || {
+                    b.serve(conn);
+                    b.active.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                self.active.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn serve(&self, mut conn: UnixStream) {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
+        let answer = (|| {
+            let cred = getsockopt(&conn, PeerCredentials).map_err(Fail::from)?;
+            let mut buf = [0u8; 16];
+            conn.read_exact(&mut buf)
+                .map_err(|_| Fail::new(Errno::EPROTO, "short token"))?;
+            let (lo, hi) = buf.split_at(8);
+            let token = [
+                u64::from_ne_bytes(lo.try_into().unwrap()),
+                u64::from_ne_bytes(hi.try_into().unwrap()),
+            ];
+            let (file, writable) = self.redeem(token, cred.pid())?;
+            let access = if writable {
+                OFlag::O_RDWR
+            } else {
+                OFlag::O_RDONLY
+            };
+            let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            let fd = nix::fcntl::open(path.as_str(), access | OFlag::O_CLOEXEC, Mode::empty())?;
+            Ok::<_, Fail>((fd, cred.pid()))
+        })();
+        match answer {
+            Ok((fd, pid)) => {
+                let status = 0i32.to_ne_bytes();
+                let fds = [fd.as_fd().as_raw_fd()];
+                let sent = sendmsg::<()>(
+                    conn.as_raw_fd(),
+                    &[IoSlice::new(&status)],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                );
+                match sent {
+                    Ok(_) => debug!("broker: backing descriptor sent to pid {pid}"),
+                    Err(e) => debug!("broker: sending to pid {pid} failed: {e}"),
+                }
+            }
+            Err(f) => {
+                debug!("broker: refused: {f}");
+                let status = (f.errno as i32).to_ne_bytes();
+                let _ = sendmsg::<()>(
+                    conn.as_raw_fd(),
+                    &[IoSlice::new(&status)],
+                    &[],
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! libmshare's Rust API and the direct path, against real mounts.
+
+use std::os::fd::AsRawFd;
+
+use libmshare::{Backing, CreateOptions, Error, Mount as Mshare};
+use msharefs_tests::*;
+use nix::errno::Errno;
+
+fn options(backing: Option<Backing>) -> CreateOptions {
+    CreateOptions {
+        backing,
+        ..CreateOptions::default()
+    }
+}
+
+#[test]
+fn finds_the_mount_explicitly_by_env_and_by_mountinfo() {
+    let m = Mount::new("align=2M");
+    let by_path = Mshare::find(Some(&m.dir)).unwrap();
+    assert_eq!(by_path.alignment(), MIB2);
+    // Nothing else is mounted as fuse.msharefs while the tests hold the
+    // serial lock, so mountinfo finds this mount.
+    let code = in_child(|| {
+        std::env::remove_var("MSHARE_DIR");
+        let found = Mshare::find(None).unwrap();
+        i32::from(found.dir() != m.dir.as_path())
+    });
+    assert_eq!(code, 0, "found through /proc/self/mountinfo");
+    let code = in_child(|| {
+        std::env::set_var("MSHARE_DIR", &m.dir);
+        i32::from(Mshare::find(None).unwrap().alignment() != MIB2)
+    });
+    assert_eq!(code, 0, "found through MSHARE_DIR");
+    let err = Mshare::find(Some(std::path::Path::new("/nonexistent"))).unwrap_err();
+    assert!(matches!(err, Error::NoMount { .. }), "{err}");
+    assert_eq!(err.errno(), Errno::ENOENT);
+}
+
+#[test]
+fn create_map_and_attach_from_another_process() {
+    let m = Mount::new("");
+    let mount = Mshare::find(Some(&m.dir)).unwrap();
+    let region = mount
+        .create("sga", 0, GIB, &CreateOptions::default())
+        .unwrap();
+    let info = region.info().unwrap();
+    assert_eq!(info.size, GIB);
+    assert_eq!(info.start % GIB, 0, "server-chosen start is aligned");
+    assert_eq!(
+        region.backing().unwrap(),
+        Backing::Thp,
+        "the mount's default"
+    );
+    let map = region.map().unwrap();
+    assert_eq!(
+        map.as_ptr() as u64,
+        info.start,
+        "mapped at the region's start"
+    );
+    assert_eq!(map.len() as u64, GIB);
+    map.write(12345, b"written by the creator");
+    drop(map); // a forked child would inherit it at the same address
+    let dir = m.dir.clone();
+    let code = in_child(move || {
+        let mount = Mshare::find(Some(&dir)).unwrap();
+        let region = mount.open("sga", true).unwrap();
+        let map = region.map().unwrap();
+        let mut buf = [0u8; 22];
+        map.read(12345, &mut buf);
+        i32::from(&buf != b"written by the creator" || map.is_writable())
+    });
+    assert_eq!(code, 0, "the other process sees the data, read-only");
+    // The kernel-ABI path sees the same memory.
+    let fd = open(&m.path("sga"), libc::O_RDWR).unwrap();
+    let file = std::fs::File::from(fd);
+    let mut buf = [0u8; 22];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 12345).unwrap();
+    assert_eq!(&buf, b"written by the creator");
+}
+
+#[test]
+fn mapping_twice_is_address_in_use_and_errors_name_the_region() {
+    let m = Mount::new("");
+    let mount = Mshare::find(Some(&m.dir)).unwrap();
+    let region = mount
+        .create("r", 4 * GIB, GIB, &CreateOptions::default())
+        .unwrap();
+    let _map = region.map().unwrap();
+    let err = region.map().unwrap_err();
+    assert!(
+        matches!(err, Error::AddressInUse { start, .. } if start == 4 * GIB),
+        "{err}"
+    );
+    assert_eq!(err.errno(), Errno::EEXIST);
+    let err = mount
+        .create("r", 4 * GIB, GIB, &CreateOptions::default())
+        .unwrap_err();
+    assert_eq!(
+        err.errno(),
+        Errno::EEXIST,
+        "exclusive create of an existing region"
+    );
+    let again = mount.create(
+        "r",
+        4 * GIB,
+        GIB,
+        &CreateOptions {
+            exclusive: false,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        again.unwrap().info().unwrap().start,
+        4 * GIB,
+        "non-exclusive create opens it"
+    );
+    let err = mount
+        .create("bad", 4 * GIB + 4096, GIB, &CreateOptions::default())
+        .unwrap_err();
+    assert_eq!(err.errno(), Errno::EINVAL);
+    let text = err.to_string();
+    assert!(
+        text.contains("MSHAREFS_SET_SIZE") && text.contains("'bad'"),
+        "{text}"
+    );
+    assert!(
+        !m.path("bad").exists(),
+        "a failed create leaves no region behind"
+    );
+    region.unmap(4 * GIB, GIB).unwrap();
+    assert_eq!(
+        region.unmap(4 * GIB, GIB).unwrap_err().errno(),
+        Errno::EINVAL
+    );
+    mount.remove("r").unwrap();
+    assert_eq!(mount.remove("r").unwrap_err().errno(), Errno::ENOENT);
+    assert_eq!(
+        mount.open("../etc", false).unwrap_err().errno(),
+        Errno::EINVAL
+    );
+}
+
+#[test]
+fn backing_is_chosen_per_region_before_it_is_opened() {
+    let _pool = HugePool::reserve(16);
+    let m = Mount::new("align=2M");
+    let mount = Mshare::find(Some(&m.dir)).unwrap();
+    let shmem = mount
+        .create("s", 0, MIB2, &options(Some(Backing::Shmem)))
+        .unwrap();
+    assert_eq!(shmem.backing().unwrap(), Backing::Shmem);
+    let free0 = meminfo("HugePages_Free");
+    let huge = mount
+        .create("h", 0, 4 * MIB2, &options(Some(Backing::Hugetlb)))
+        .unwrap();
+    assert_eq!(huge.backing().unwrap(), Backing::Hugetlb);
+    assert_eq!(
+        meminfo("HugePages_Free"),
+        free0 - 4,
+        "the whole-region object reserved 4 huge pages"
+    );
+    let map = huge.map().unwrap();
+    map.write(MIB2 as usize, b"huge");
+    let mut buf = [0u8; 4];
+    map.read(MIB2 as usize, &mut buf);
+    assert_eq!(&buf, b"huge");
+    // The kernel path cannot mmap hugetlb (no passthrough) …
+    let fd = open(&m.path("h"), libc::O_RDWR).unwrap();
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    assert_eq!(
+        Map::new(&fd, 1 << 42, 4 * MIB2, rw, 0).err(),
+        Some(Errno::ENODEV)
+    );
+    // … and the backing of a sized or open region cannot change.
+    let set = |name: &str, v: &str| {
+        let p = cpath(&m.path(name));
+        let attr = c"user.mshare.backing";
+        // SAFETY: valid C strings and a buffer of v.len() bytes.
+        let r = unsafe { libc::setxattr(p.as_ptr(), attr.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Errno::last())
+        }
+    };
+    assert_eq!(set("s", "thp"), Err(Errno::EBUSY));
+    assert_eq!(set("s", "zram"), Err(Errno::EINVAL));
+    drop((map, huge, fd));
+    mount.remove("h").unwrap();
+    wait_until("huge pages to return", || {
+        meminfo("HugePages_Free") == free0
+    });
+}
+
+#[test]
+fn read_only_opens_get_read_only_descriptors() {
+    let m = Mount::new("");
+    let mount = Mshare::find(Some(&m.dir)).unwrap();
+    drop(
+        mount
+            .create("r", 4 * GIB, GIB, &CreateOptions::default())
+            .unwrap(),
+    );
+    let ro = mount.open("r", true).unwrap();
+    let fd = ro.backing_fd().unwrap();
+    let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    assert_eq!(flags & libc::O_ACCMODE, libc::O_RDONLY);
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    assert_eq!(
+        Map::new(&fd, 4 * GIB, GIB, rw, 0).err(),
+        Some(Errno::EACCES),
+        "cannot map writable"
+    );
+    assert!(Map::new(&fd, 4 * GIB, GIB, libc::PROT_READ, 0).is_ok());
+    let map = ro.map().unwrap();
+    assert!(!map.is_writable());
+    let writable = mount.open("r", false).unwrap().backing_fd().unwrap();
+    let flags = nix::fcntl::fcntl(&writable, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    assert_eq!(flags & libc::O_ACCMODE, libc::O_RDWR);
+    assert!(fd.as_raw_fd() >= 0);
+}
