@@ -45,6 +45,10 @@ Mount options (-o OPT[,OPT...], may be repeated):
   defaults, auto, noauto, nofail, _netdev, user, users, relatime, x-*, ...
                          accepted and ignored, so that fstab lines work
 
+MOUNTPOINT may be /dev/fd/N: a /dev/fuse descriptor that a privileged helper
+has already mounted (as libfuse accepts); msharefs then serves it and neither
+mounts nor unmounts.
+
 Logging goes to stderr (RUST_LOG=debug for more); in the background it is
 discarded, so run with -f to see it.
 
@@ -80,6 +84,47 @@ struct Cli {
     /// and the directory to mount on.
     #[arg(value_name = "[SOURCE] MOUNTPOINT", required = true, num_args = 1..=2)]
     paths: Vec<OsString>,
+}
+
+/// Where to serve: a directory to mount on, or a `/dev/fuse` descriptor
+/// that a privileged helper has already mounted (`/dev/fd/N`, as libfuse
+/// accepts); the server then neither mounts nor unmounts.
+enum Target {
+    Dir(PathBuf),
+    Fd(std::os::fd::OwnedFd),
+}
+
+impl Target {
+    fn parse(mountpoint: &std::path::Path) -> Result<Target, String> {
+        let shown = mountpoint.display();
+        if let Some(n) = mountpoint.to_str().and_then(|s| s.strip_prefix("/dev/fd/")) {
+            let fd: std::os::fd::RawFd = n
+                .parse()
+                .map_err(|_| format!("{shown}: not a descriptor number"))?;
+            let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+            // SAFETY: fstat writes a `struct stat` into `st`; an unknown
+            // descriptor is just EBADF.
+            if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+                return Err(format!("{shown}: {}", nix::errno::Errno::last()));
+            }
+            // SAFETY: fstat succeeded and filled `st`.
+            let st = unsafe { st.assume_init() };
+            let fuse_dev = libc::makedev(10, 229);
+            if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != fuse_dev {
+                return Err(format!("{shown}: not a /dev/fuse descriptor"));
+            }
+            // SAFETY: the caller handed this open descriptor to us; from
+            // here on the session owns it.
+            return Ok(Target::Fd(unsafe {
+                std::os::fd::FromRawFd::from_raw_fd(fd)
+            }));
+        }
+        match std::fs::metadata(mountpoint) {
+            Ok(m) if m.is_dir() => Ok(Target::Dir(mountpoint.to_path_buf())),
+            Ok(_) => Err(format!("{shown}: not a directory")),
+            Err(e) => Err(format!("{shown}: {e}")),
+        }
+    }
 }
 
 fn fuser_config(opts: &Options, source: Option<&OsString>, threads: usize) -> Config {
@@ -175,17 +220,13 @@ fn main() -> ExitCode {
         [s, m] => (Some(s), PathBuf::from(m)),
         _ => unreachable!("clap enforces 1..=2 paths"),
     };
-    match std::fs::metadata(&mountpoint) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            eprintln!("msharefs: {}: not a directory", mountpoint.display());
-            return ExitCode::from(1);
-        }
+    let target = match Target::parse(&mountpoint) {
+        Ok(t) => t,
         Err(e) => {
-            eprintln!("msharefs: {}: {e}", mountpoint.display());
+            eprintln!("msharefs: {e}");
             return ExitCode::from(1);
         }
-    }
+    };
 
     // Before any thread exists: detach, then block the stop signals so
     // that every thread inherits the mask and only the waiter sees them.
@@ -217,7 +258,11 @@ fn main() -> ExitCode {
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
     );
-    let mut session = match Session::new(fs, &mountpoint, &config) {
+    let session = match target {
+        Target::Dir(dir) => Session::new(fs, dir, &config),
+        Target::Fd(fd) => Session::from_fd(fs, fd, config.acl, config.clone()),
+    };
+    let mut session = match session {
         Ok(s) => s,
         Err(e) => {
             eprintln!("msharefs: cannot mount on {}: {e}", mountpoint.display());

@@ -101,6 +101,30 @@ impl Mount {
 
     /// Mounts with these extra arguments before the mount point.
     pub fn with_args(args: &[&str]) -> Mount {
+        Self::start(args, None)
+    }
+
+    /// Mounts the way a privileged helper does (open /dev/fuse, mount(2)
+    /// with `allow_other,default_permissions`) and starts the server on
+    /// `/dev/fd/N` with CAP_SYS_ADMIN dropped from its capability bounding
+    /// set, so it runs as root without CAP_SYS_ADMIN.
+    pub fn premounted_without_cap_sys_admin(opts: &str) -> Mount {
+        let fuse = nix::fcntl::open(
+            "/dev/fuse",
+            nix::fcntl::OFlag::O_RDWR,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("open /dev/fuse");
+        let n = fuse.as_raw_fd();
+        let target = format!("/dev/fd/{n}");
+        let mount_data =
+            format!("fd={n},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions");
+        let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
+        Self::start(&args, Some((target, mount_data, fuse)))
+    }
+
+    fn start(args: &[&str], premount: Option<(String, String, OwnedFd)>) -> Mount {
+        use std::os::unix::process::CommandExt;
         let serial = serial();
         let tmp = tempfile::Builder::new()
             .prefix("msharefs-test")
@@ -109,16 +133,46 @@ impl Mount {
         let dir = tmp.path().join("mnt");
         fs::create_dir(&dir).unwrap();
         let log = tmp.path().join("server.log");
-        let child = Command::new(msharefs_bin())
-            .arg("-f")
-            .args(args)
-            .arg(&dir)
+        let mut cmd = Command::new(msharefs_bin());
+        cmd.arg("-f").args(args);
+        let mut keep_fd = None;
+        match premount {
+            None => {
+                cmd.arg(&dir);
+            }
+            Some((target, data, fuse)) => {
+                nix::mount::mount(
+                    Some("msharefs-test"),
+                    &dir,
+                    Some("fuse.msharefs"),
+                    nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                    Some(data.as_str()),
+                )
+                .expect("mount(2) of fuse.msharefs");
+                cmd.arg(target);
+                // SAFETY: prctl is async-signal-safe; it only drops a
+                // capability from the bounding set of the child about to
+                // exec, so the server runs without CAP_SYS_ADMIN.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        if libc::prctl(libc::PR_CAPBSET_DROP, 21 /* CAP_SYS_ADMIN */, 0, 0, 0) != 0
+                        {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+                keep_fd = Some(fuse); // inherited by the server; ours closes below
+            }
+        }
+        let child = cmd
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn msharefs");
+        drop(keep_fd);
         let mut m = Mount {
             dir,
             _tmp: tmp,

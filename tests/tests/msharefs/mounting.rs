@@ -160,3 +160,42 @@ fn server_survives_garbage_ioctls() {
     );
     assert!(ioctl::get_size(&fd).is_ok());
 }
+
+/// A server without CAP_SYS_ADMIN (here: on a /dev/fuse descriptor that
+/// a privileged helper mounted) cannot use passthrough or a private tmpfs:
+/// it still serves, says so once, serves read/write itself, and mmap is
+/// ENODEV.
+#[test]
+fn server_without_cap_sys_admin_serves_without_passthrough() {
+    let m = Mount::premounted_without_cap_sys_admin("align=2M");
+    let path = m.path("r");
+    let code = in_child(|| {
+        let fd = open(&path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
+        ioctl::set_size(
+            &fd,
+            &MshareInfo {
+                start: 1 << 32,
+                size: MIB2,
+            },
+        )
+        .unwrap();
+        ioctl::create_mapping(&fd, &anon_create(1 << 32, MIB2)).unwrap();
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let mmap = Map::new(&fd, 1 << 32, MIB2, rw, 0).err();
+        let again = open(&path, libc::O_RDWR).unwrap();
+        let file = std::fs::File::from(again);
+        use std::os::unix::fs::FileExt;
+        file.write_all_at(b"through the server", 100).unwrap();
+        let mut buf = [0u8; 18];
+        file.read_exact_at(&mut buf, 100).unwrap();
+        i32::from(!(mmap == Some(nix::errno::Errno::ENODEV) && &buf == b"through the server"))
+    });
+    assert_eq!(code, 0, "mmap ENODEV, read/write served");
+    let log = m.log_text();
+    assert_eq!(
+        log.matches("FUSE passthrough refused").count(),
+        1,
+        "said once:\n{log}"
+    );
+    assert!(log.contains("thp regions will use shmem"), "{log}");
+}
