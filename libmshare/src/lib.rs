@@ -39,9 +39,11 @@ pub mod ioctl;
 mod mapping;
 mod mount;
 mod region;
+mod units;
 mod xattr;
 
 pub use error::{Error, Result};
 pub use mapping::Mapping;
 pub use mount::{Mount, DEFAULT_DIR, MSHARE_DIR_ENV};
 pub use region::{Backing, CreateOptions, Region};
+pub use units::parse_size;

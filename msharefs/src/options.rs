@@ -5,6 +5,7 @@
 use std::fmt;
 
 use libmshare::abi::{DEFAULT_ALIGNMENT, PAGE_SIZE};
+use libmshare::parse_size;
 
 /// How a region's memory is provided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,51 +255,9 @@ impl fmt::Display for OptionError {
 
 impl std::error::Error for OptionError {}
 
-/// Parses a size: a decimal number of bytes, optionally followed by `K`,
-/// `M`, `G` or `T` (binary multiples; a trailing `B`/`iB` is allowed).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix("ib"))
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(format!("'{s}': unknown unit '{c}' (use K, M, G or T)")),
-            };
-            (&t[..i], shift)
-        }
-        _ => (t, 0),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 4096, 2M, 1G)"))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("'{s}' is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("2M"), Ok(2 << 20));
-        assert_eq!(parse_size("1G"), Ok(1 << 30));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("4k"), Ok(4096));
-        assert!(parse_size("1X").is_err());
-        assert!(parse_size("G").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 
     #[test]
     fn defaults_depend_on_root() {

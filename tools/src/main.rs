@@ -1,6 +1,205 @@
-//! `msharectl`: the msharefs command line (to come; see the issues).
+//! `msharectl`: the msharefs command line for shell scripts and operators,
+//! a thin layer over libmshare.
+//!
+//! Exit status: 0 success, 1 an operation failed (the message names it and
+//! the errno), 2 bad usage. A closed stdout (`msharectl list | head`) is not
+//! an error.
 
-fn main() {
-    eprintln!("msharectl: not implemented yet");
-    std::process::exit(1);
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use libmshare::{parse_size, Backing, CreateOptions, Mount};
+
+/// Create, inspect and remove msharefs regions.
+#[derive(Parser, Debug)]
+#[command(name = "msharectl", version)]
+struct Cli {
+    /// The msharefs mount [default: $MSHARE_DIR, else the first
+    /// fuse.msharefs mount, else /run/mshare].
+    #[arg(short = 'd', long = "dir", value_name = "DIR", global = true)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the mount and its alignment.
+    Info,
+    /// List regions: name, start, size, backing, allocated memory.
+    #[command(alias = "ls")]
+    List,
+    /// Create a region with one object over all of it, ready to map.
+    Create {
+        /// Region name (may contain directories that exist).
+        name: String,
+        /// Size, a multiple of the alignment (4096, 2M, 1G, ...).
+        size: String,
+        /// Start address (hex with 0x, or decimal); default: the server chooses.
+        #[arg(long, value_name = "ADDR")]
+        start: Option<String>,
+        /// Backing: thp, shmem or hugetlb [default: the mount's backing=].
+        #[arg(long, value_name = "KIND")]
+        backing: Option<String>,
+        /// Permission bits, octal.
+        #[arg(long, default_value = "600")]
+        mode: String,
+        /// Do not create the object over the whole region.
+        #[arg(long)]
+        no_object: bool,
+    },
+    /// Print one region's start, size, backing and allocated memory.
+    Show {
+        /// Region name.
+        name: String,
+    },
+    /// Remove regions (their memory goes with the last mapping).
+    #[command(alias = "rm")]
+    Remove {
+        /// Region names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// A failure: the message for stderr and the exit code.
+struct Failure(String, u8);
+
+impl From<libmshare::Error> for Failure {
+    fn from(e: libmshare::Error) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure(e.to_string(), 1)
+    }
+}
+
+fn usage(msg: String) -> Failure {
+    Failure(msg, 2)
+}
+
+fn parse_addr(s: &str) -> Result<u64, Failure> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| usage(format!("'{s}' is not an address (e.g. 0x100000000)")))
+}
+
+fn parse_backing(s: &str) -> Result<Backing, Failure> {
+    match s {
+        "thp" => Ok(Backing::Thp),
+        "shmem" => Ok(Backing::Shmem),
+        "hugetlb" => Ok(Backing::Hugetlb),
+        _ => Err(usage(format!(
+            "'{s}' is not a backing (thp, shmem or hugetlb)"
+        ))),
+    }
+}
+
+/// One line of `list` / `show`.
+fn describe(mount: &Mount, name: &str) -> String {
+    let path = mount.dir().join(name);
+    let allocated = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .map_or("-".to_string(), |b| b.to_string());
+    match mount.open(name, true) {
+        Ok(region) => {
+            let backing = region.backing().map_or("?", Backing::as_str);
+            match region.info() {
+                Ok(i) => format!("{name}\t{:#x}\t{}\t{backing}\t{allocated}", i.start, i.size),
+                Err(_) => format!("{name}\t-\t0\t{backing}\t{allocated}"),
+            }
+        }
+        Err(e) => format!("{name}\t?\t?\t?\t{allocated}\t({e})"),
+    }
+}
+
+fn regions(dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+        if e.file_type()?.is_dir() {
+            regions(&e.path(), &format!("{name}/"), out)?;
+        } else if name != libmshare::abi::INFO_FILE_NAME {
+            out.push(name);
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
+    let mount = Mount::find(cli.dir.as_deref())?;
+    match cli.command {
+        Command::Info => {
+            writeln!(out, "mount\t{}", mount.dir().display())?;
+            writeln!(out, "alignment\t{}", mount.alignment())?;
+        }
+        Command::List => {
+            let mut names = Vec::new();
+            regions(mount.dir(), "", &mut names)?;
+            writeln!(out, "NAME\tSTART\tSIZE\tBACKING\tALLOCATED")?;
+            for name in names {
+                writeln!(out, "{}", describe(&mount, &name))?;
+            }
+        }
+        Command::Create {
+            name,
+            size,
+            start,
+            backing,
+            mode,
+            no_object,
+        } => {
+            let size = parse_size(&size).map_err(usage)?;
+            if size == 0 || size % mount.alignment() != 0 {
+                return Err(usage(format!(
+                    "the size must be a non-zero multiple of the alignment ({} bytes)",
+                    mount.alignment()
+                )));
+            }
+            let start = start.as_deref().map(parse_addr).transpose()?.unwrap_or(0);
+            let mode = u32::from_str_radix(&mode, 8)
+                .map_err(|_| usage(format!("'{mode}' is not an octal mode")))?;
+            let opts = CreateOptions {
+                backing: backing.as_deref().map(parse_backing).transpose()?,
+                mode,
+                exclusive: true,
+                whole_object: !no_object,
+            };
+            let region = mount.create(&name, start, size, &opts)?;
+            let info = region.info()?;
+            writeln!(out, "{name}\t{:#x}\t{}", info.start, info.size)?;
+        }
+        Command::Show { name } => {
+            mount.open(&name, true)?; // report a missing region as an error
+            writeln!(out, "{}", describe(&mount, &name))?;
+        }
+        Command::Remove { names } => {
+            for name in names {
+                mount.remove(&name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match run(cli, &mut out).and_then(|()| out.flush().map_err(Failure::from)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg, _)) if msg.contains("Broken pipe") => ExitCode::SUCCESS,
+        Err(Failure(msg, code)) => {
+            eprintln!("msharectl: {msg}");
+            ExitCode::from(code)
+        }
+    }
 }

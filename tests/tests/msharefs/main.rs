@@ -6,6 +6,7 @@ mod control;
 mod library;
 mod memory;
 mod mounting;
+mod msharectl;
 mod namespace;
 mod programs;
 mod scale;
