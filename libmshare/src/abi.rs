@@ -59,6 +59,22 @@ pub struct MshareCreate {
     pub fd: u32,
 }
 
+impl MshareCreate {
+    /// An anonymous shared object over `[addr, addr + size)` with `prot`
+    /// (`MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED`, `fd` -1), as the cover
+    /// letter's donor makes.
+    pub fn anonymous(addr: u64, size: u64, prot: i32) -> Self {
+        MshareCreate {
+            addr,
+            size,
+            offset: 0,
+            prot: prot as u32,
+            flags: (libc::MAP_ANONYMOUS | libc::MAP_SHARED | libc::MAP_FIXED) as u32,
+            fd: u32::MAX,
+        }
+    }
+}
+
 /// `struct mshare_unmap`: a range of a region to unmap.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

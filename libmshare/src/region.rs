@@ -177,14 +177,7 @@ impl Region {
     /// `MSHAREFS_CREATE_MAPPING`: an anonymous shared object over
     /// `[addr, addr + size)`.
     pub fn create_mapping(&self, addr: u64, size: u64, prot: libc::c_int) -> Result<()> {
-        let c = MshareCreate {
-            addr,
-            size,
-            offset: 0,
-            prot: prot as u32,
-            flags: (libc::MAP_ANONYMOUS | libc::MAP_SHARED | libc::MAP_FIXED) as u32,
-            fd: u32::MAX,
-        };
+        let c = MshareCreate::anonymous(addr, size, prot);
         ioctl::create_mapping(&self.file, &c).map_err(|e| self.err("MSHAREFS_CREATE_MAPPING", e))
     }
 

@@ -11,7 +11,8 @@
 //!    descriptor of the backing file opened with the same access
 //!    (`O_RDONLY` or `O_RDWR`) by `SCM_RIGHTS`.
 //!
-//! Releasing the open handle revokes its grants. See
+//! Closing a descriptor of the handle revokes the closing process's grants
+//! on it; releasing the handle revokes all of them. See
 //! `Documentation/libmshare.md` for the client side.
 
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ use parking_lot::Mutex;
 
 use crate::fail::{ensure, Fail};
 
-/// Connections served at once; more are closed at once.
+/// Connections served on threads of their own at once.
 const MAX_CONNECTIONS: usize = 64;
 
 /// What a token buys.
@@ -154,6 +155,16 @@ impl Broker {
         Ok(token)
     }
 
+    /// Forgets the grants of handle `fh` held for the process of thread
+    /// `tid`: it closed a descriptor of that handle (FUSE `flush`, which
+    /// `close(2)` waits for, unlike the later `release`).
+    pub fn revoke_for_closer(&self, fh: u64, tid: u32) {
+        let tgid = tgid_of(tid);
+        self.grants
+            .lock()
+            .retain(|_, g| !(g.fh == fh && Some(g.tgid) == tgid));
+    }
+
     /// Forgets the grants of a released handle.
     pub fn revoke_handle(&self, fh: u64) {
         self.grants.lock().retain(|_, g| g.fh != fh);
@@ -179,12 +190,17 @@ impl Broker {
         Ok((grant.file, grant.writable))
     }
 
+    /// Serves each connection on a thread of its own, up to
+    /// [`MAX_CONNECTIONS`] at once; beyond that the accepting thread serves
+    /// it itself, which slows new connections down (they wait in the
+    /// listen backlog) but never drops one: a burst of attaching clients is
+    /// the normal case.
     fn accept_loop(self: Arc<Self>, listener: UnixListener) {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             if self.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                self.serve(conn);
                 self.active.fetch_sub(1, Ordering::AcqRel);
-                debug!("broker: too many connections; closing one");
                 continue;
             }
             let b = self.clone();
@@ -194,7 +210,10 @@ impl Broker {
                     b.serve(conn);
                     b.active.fetch_sub(1, Ordering::AcqRel);
                 });
-            if spawned.is_err() {
+            if let Err(e) = spawned {
+                // The closure (and the connection) came back in the error
+                // only as a drop; count it as finished.
+                debug!("broker: cannot start a thread ({e})");
                 self.active.fetch_sub(1, Ordering::AcqRel);
             }
         }

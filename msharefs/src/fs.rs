@@ -336,7 +336,6 @@ impl MshareFs {
             }
             Err(f) => return Err(f),
         };
-        let decode = |what: &'static str| Fail::new(Errno::EINVAL, what);
         let need_write = || {
             ensure(
                 writable,
@@ -355,8 +354,7 @@ impl MshareFs {
             }
             MSHAREFS_SET_SIZE => {
                 need_write()?;
-                let info =
-                    MshareInfo::from_bytes(input).ok_or_else(|| decode("short mshare_info"))?;
+                let info: MshareInfo = decode(input)?;
                 ensure(info.start != 0, Errno::EINVAL, "start is zero")?;
                 let set = region.set_size(info, self.opts.align, &self.addrs)?;
                 debug!(
@@ -369,15 +367,13 @@ impl MshareFs {
             }
             MSHAREFS_CREATE_MAPPING => {
                 need_write()?;
-                let c =
-                    MshareCreate::from_bytes(input).ok_or_else(|| decode("short mshare_create"))?;
+                let c: MshareCreate = decode(input)?;
                 region.create_mapping(&c)?;
                 Ok(Vec::new())
             }
             MSHAREFS_UNMAP => {
                 need_write()?;
-                let u =
-                    MshareUnmap::from_bytes(input).ok_or_else(|| decode("short mshare_unmap"))?;
+                let u: MshareUnmap = decode(input)?;
                 region.unmap(&u)?;
                 Ok(Vec::new())
             }
@@ -591,6 +587,11 @@ fn xattr_reply(reply: ReplyXattr, op: &str, ino: u64, size: u32, res: Result<Vec
             r.data(&data)
         }
     });
+}
+
+/// Decodes an ioctl argument (the kernel copied `_IOC_SIZE` bytes).
+fn decode<T: WireFormat>(input: &[u8]) -> Result<T, Fail> {
+    T::from_bytes(input).ok_or(Fail::new(Errno::EINVAL, "ioctl argument too short"))
 }
 
 fn io_fail(e: io::Error) -> Fail {
@@ -971,12 +972,13 @@ impl Filesystem for MshareFs {
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: fuser::LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.broker.revoke_for_closer(fh.0, req.pid());
         reply.ok();
     }
 

@@ -488,14 +488,7 @@ mod tests {
     };
 
     fn create(addr: u64, size: u64) -> MshareCreate {
-        MshareCreate {
-            addr,
-            size,
-            offset: 0,
-            prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
-            flags: (libc::MAP_ANONYMOUS | libc::MAP_SHARED | libc::MAP_FIXED) as u32,
-            fd: u32::MAX,
-        }
+        MshareCreate::anonymous(addr, size, libc::PROT_READ | libc::PROT_WRITE)
     }
 
     fn errno<T: std::fmt::Debug>(r: Result<T, Fail>) -> Errno {

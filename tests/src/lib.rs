@@ -336,16 +336,10 @@ impl Drop for HugePool {
     }
 }
 
-/// `MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED` over `[addr, addr + size)`.
+/// `MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED`, read-write, over
+/// `[addr, addr + size)`.
 pub fn anon_create(addr: u64, size: u64) -> MshareCreate {
-    MshareCreate {
-        addr,
-        size,
-        offset: 0,
-        prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
-        flags: (libc::MAP_ANONYMOUS | libc::MAP_SHARED | libc::MAP_FIXED) as u32,
-        fd: u32::MAX,
-    }
+    MshareCreate::anonymous(addr, size, libc::PROT_READ | libc::PROT_WRITE)
 }
 
 /// Opens `path` with `flags` (and mode 0600 when creating).

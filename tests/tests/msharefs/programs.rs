@@ -33,6 +33,8 @@ fn compile(source: &str, out: &Path) {
 
 #[test]
 fn header_matches_the_rust_abi() {
+    // Starting processes disturbs the page-table figures of other tests.
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("abi.c");
     std::fs::write(
@@ -75,9 +77,9 @@ int main(void) {
 fn cover_letter_donor_and_consumer_in_c() {
     let tmp = tempfile::tempdir().unwrap();
     let (donor, consumer) = (tmp.path().join("donor"), tmp.path().join("consumer"));
+    let m = Mount::new("");
     compile("examples/donor.c", &donor);
     compile("examples/consumer.c", &consumer);
-    let m = Mount::new("");
     let out = run(Command::new(&donor).env("MSHARE_DIR", &m.dir));
     assert!(out.contains("Some random shared text"), "{out}");
     let out = run(Command::new(&consumer).env("MSHARE_DIR", &m.dir));
