@@ -136,6 +136,19 @@ pub fn broker_socket_name(server_pid: u32) -> String {
     format!("msharefs.{server_pid}.broker")
 }
 
+/// The 16 bytes a client sends the broker for `token`.
+pub fn token_to_bytes(token: [u64; 2]) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&token[0].to_ne_bytes());
+    b[8..].copy_from_slice(&token[1].to_ne_bytes());
+    b
+}
+
+/// The token in 16 bytes received by the broker.
+pub fn token_from_bytes(bytes: [u8; 16]) -> [u64; 2] {
+    [u64_at(&bytes, 0), u64_at(&bytes, 8)]
+}
+
 /// Extended attribute of a region file naming its backing kind (`thp`,
 /// `shmem` or `hugetlb`); settable while the region is unsized and not open.
 pub const BACKING_XATTR: &str = "user.mshare.backing";

@@ -15,7 +15,7 @@ use nix::sys::socket::{
     getsockopt, recvmsg, sockopt::PeerCredentials, ControlMessageOwned, MsgFlags,
 };
 
-use crate::abi::{broker_socket_name, MshareToken};
+use crate::abi::{broker_socket_name, token_to_bytes, MshareToken};
 
 /// Why an exchange failed, and the errno to report.
 pub type Failure = (String, Errno);
@@ -41,10 +41,7 @@ pub fn exchange(token: &MshareToken) -> Result<OwnedFd, Failure> {
             Errno::EACCES,
         ));
     }
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&token.token[0].to_ne_bytes());
-    bytes[8..].copy_from_slice(&token.token[1].to_ne_bytes());
-    sock.write_all(&bytes)
+    sock.write_all(&token_to_bytes(token.token))
         .map_err(|e| io("sending the token", e))?;
     receive(&sock)
 }

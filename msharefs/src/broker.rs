@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libmshare::abi::{broker_socket_name, TOKEN_TTL_SECS};
+use libmshare::abi::{broker_socket_name, token_from_bytes, TOKEN_TTL_SECS};
 use log::{debug, warn};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -78,11 +78,7 @@ fn random_token() -> Result<[u64; 2], Errno> {
         }
         got += n as usize;
     }
-    let (lo, hi) = b.split_at(8);
-    Ok([
-        u64::from_ne_bytes(lo.try_into().unwrap()),
-        u64::from_ne_bytes(hi.try_into().unwrap()),
-    ])
+    Ok(token_from_bytes(b))
 }
 
 /// The thread-group id of thread `tid` (FUSE requests carry the thread id).
@@ -227,12 +223,7 @@ impl Broker {
             let mut buf = [0u8; 16];
             conn.read_exact(&mut buf)
                 .map_err(|_| Fail::new(Errno::EPROTO, "short token"))?;
-            let (lo, hi) = buf.split_at(8);
-            let token = [
-                u64::from_ne_bytes(lo.try_into().unwrap()),
-                u64::from_ne_bytes(hi.try_into().unwrap()),
-            ];
-            let (file, writable) = self.redeem(token, cred.pid())?;
+            let (file, writable) = self.redeem(token_from_bytes(buf), cred.pid())?;
             let access = if writable {
                 OFlag::O_RDWR
             } else {

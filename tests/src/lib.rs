@@ -258,6 +258,19 @@ impl Drop for Mount {
     }
 }
 
+/// Unmounts (lazily) a mount made by something other than [`Mount`] —
+/// `mount(8)`, a background server — when dropped, also when the test
+/// failed; a background server exits when its mount goes.
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 /// Runs `f` in a forked child and returns its exit code (or 128 + signal).
 /// `f` returns the exit code; a panic in the child exits with 101.
 pub fn in_child(f: impl FnOnce() -> i32) -> i32 {

@@ -55,6 +55,7 @@ fn background_mode_returns_once_mounted_and_serves() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    let _guard = UnmountOnDrop(dir.to_path_buf());
     run(Command::new(msharefs_bin())
         .args(["-o", "align=2M"])
         .arg(dir));
@@ -111,6 +112,7 @@ fn mount_via_mount_fuse3_works_like_fstab() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
+    let _guard = UnmountOnDrop(dir.to_path_buf());
     run(Command::new("mount")
         .args(["-t", "fuse", "-o", "align=2M,nosuid,defaults"])
         .arg(format!("{}#msharefs", msharefs_bin().display()))
