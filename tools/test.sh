@@ -26,4 +26,7 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+# The integration tests run the msharefs and msharectl binaries, which
+# `cargo test` alone does not build.
+cargo build --workspace --quiet
 cargo test --workspace

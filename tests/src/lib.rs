@@ -45,7 +45,7 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf();
     assert!(
         dir.join("msharefs").exists(),
-        "{} has no msharefs binary: run the tests with `cargo test --workspace`",
+        "{} has no msharefs binary: run `cargo build --workspace` before the tests (tools/test.sh does)",
         dir.display()
     );
     dir

@@ -1,5 +1,5 @@
 //! Integration tests: real msharefs mounts, real mmap, real processes.
-//! Run as root with `cargo test --workspace` (see README).
+//! Run as root through tools/test.sh, which builds the binaries first.
 
 mod common;
 mod control;
