@@ -298,6 +298,12 @@ impl MshareFs {
         ns.remove_if_unused(ino);
     }
 
+    /// The region's name for a log line, looked up only if the line is
+    /// written (it scans the parent directory).
+    fn name_of(&self, ino: u64) -> Lazy<impl Fn() -> String + '_> {
+        Lazy(move || self.region_name(ino))
+    }
+
     fn region_name(&self, ino: u64) -> String {
         let ns = self.ns.read();
         let Ok(node) = ns.node(ino) else {
@@ -599,6 +605,16 @@ fn io_fail(e: io::Error) -> Fail {
     Fail::with(errno, e.to_string())
 }
 
+/// Formats by calling the closure, so that the work is done only when a
+/// log line is written.
+struct Lazy<F>(F);
+
+impl<F: Fn() -> String> Display for Lazy<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&(self.0)())
+    }
+}
+
 /// The error half of every fuser reply type.
 trait ErrorReply {
     fn send_error(self, errno: fuser::Errno);
@@ -715,7 +731,7 @@ impl Filesystem for MshareFs {
             mtime,
         };
         let res = self.do_setattr(req, ino.0, change);
-        answer(reply, "setattr", self.region_name(ino.0), res, |r, a| {
+        answer(reply, "setattr", self.name_of(ino.0), res, |r, a| {
             r.attr(&ATTR_TTL, &a)
         });
     }
@@ -858,7 +874,7 @@ impl Filesystem for MshareFs {
         answer(
             reply,
             "open",
-            self.region_name(ino.0),
+            self.name_of(ino.0),
             res,
             |r, (fh, mode)| match mode {
                 OpenMode::Passthrough(id) => r.opened_passthrough(fh, FopenFlags::empty(), &id),
@@ -940,9 +956,7 @@ impl Filesystem for MshareFs {
             self.handle_region(fh, ino.0)
                 .and_then(|(r, _)| r.read(offset, size))
         };
-        answer(reply, "read", self.region_name(ino.0), res, |r, d| {
-            r.data(&d)
-        });
+        answer(reply, "read", self.name_of(ino.0), res, |r, d| r.data(&d));
     }
 
     fn write(
@@ -965,7 +979,7 @@ impl Filesystem for MshareFs {
             }
             Err(f) => Err(f),
         };
-        answer(reply, "write", self.region_name(ino.0), res, |r, n| {
+        answer(reply, "write", self.name_of(ino.0), res, |r, n| {
             r.written(n)
         });
     }
@@ -1094,7 +1108,7 @@ impl Filesystem for MshareFs {
         reply: ReplyIoctl,
     ) {
         let res = self.do_ioctl(req, ino.0, fh, cmd, in_data, out_size);
-        let subject = format_args!("{:#x} on {}", cmd, self.region_name(ino.0)).to_string();
+        let subject = Lazy(|| format!("{cmd:#x} on {}", self.region_name(ino.0)));
         answer(reply, "ioctl", subject, res, |r, out| r.ioctl(0, &out));
     }
 
@@ -1123,9 +1137,7 @@ impl Filesystem for MshareFs {
         reply: ReplyEmpty,
     ) {
         let res = self.set_backing(ino.0, name, value, flags);
-        answer(reply, "setxattr", self.region_name(ino.0), res, |r, ()| {
-            r.ok()
-        });
+        answer(reply, "setxattr", self.name_of(ino.0), res, |r, ()| r.ok());
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -1134,13 +1146,9 @@ impl Filesystem for MshareFs {
         } else {
             Fail::new(Errno::ENODATA, "no such attribute")
         });
-        answer(
-            reply,
-            "removexattr",
-            self.region_name(ino.0),
-            res,
-            |r, ()| r.ok(),
-        );
+        answer(reply, "removexattr", self.name_of(ino.0), res, |r, ()| {
+            r.ok()
+        });
     }
 
     fn fallocate(
@@ -1176,8 +1184,6 @@ impl Filesystem for MshareFs {
                 }
             }
         })();
-        answer(reply, "fallocate", self.region_name(ino.0), res, |r, ()| {
-            r.ok()
-        });
+        answer(reply, "fallocate", self.name_of(ino.0), res, |r, ()| r.ok());
     }
 }
