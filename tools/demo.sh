@@ -10,7 +10,7 @@ dir=${MSHARE_DIR:-/run/mshare}
 command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null; }
 cargo build --release --workspace --quiet
 mkdir -p "$dir"
-if ! grep -q " $dir fuse.msharefs " /proc/self/mountinfo; then
+if ! grep -q " $dir [^ ]* - fuse.msharefs " /proc/self/mountinfo; then
     target/release/msharefs msharefs "$dir"
 fi
 echo "== mounted:"; grep " $dir " /proc/self/mountinfo

@@ -201,3 +201,13 @@ fn server_without_cap_sys_admin_serves_without_passthrough() {
     );
     assert!(log.contains("thp regions will use shmem"), "{log}");
 }
+
+#[test]
+fn fusermount_u_stops_the_server() {
+    let mut m = Mount::new("");
+    run(Command::new("fusermount3").arg("-u").arg(&m.dir));
+    wait_until("the server to exit after fusermount3 -u", || {
+        !m.server_alive()
+    });
+    assert!(!is_mounted(&m.dir));
+}
