@@ -49,8 +49,9 @@ MOUNTPOINT may be /dev/fd/N: a /dev/fuse descriptor that a privileged helper
 has already mounted (as libfuse accepts); msharefs then serves it and neither
 mounts nor unmounts.
 
-Logging goes to stderr (RUST_LOG=debug for more); in the background it is
-discarded, so run with -f to see it.
+Logging goes to stderr (RUST_LOG=debug for more). In the background only
+warnings before the mount is ready are shown, and nothing after, so run with
+-f to keep the log.
 
 Examples:
   msharefs /run/mshare
