@@ -56,6 +56,12 @@ fn unescape(s: &str) -> String {
 impl Mount {
     /// Finds the mount: `dir` if given, else `$MSHARE_DIR`, else the first
     /// `fuse.msharefs` mount in /proc/self/mountinfo, else `/run/mshare`.
+    ///
+    /// ```no_run
+    /// let mount = libmshare::Mount::find(None)?;
+    /// println!("{} aligns regions to {} bytes", mount.dir().display(), mount.alignment());
+    /// # Ok::<(), libmshare::Error>(())
+    /// ```
     pub fn find(dir: Option<&Path>) -> Result<Mount> {
         let mut tried = Vec::new();
         let candidate = if let Some(d) = dir {
@@ -130,6 +136,16 @@ impl Mount {
 
     /// Creates region `name` (see [`CreateOptions`]); `start == 0` lets the
     /// server choose a free aligned start.
+    ///
+    /// ```no_run
+    /// use libmshare::{Backing, CreateOptions, Mount};
+    ///
+    /// let mount = Mount::find(None)?;
+    /// let opts = CreateOptions { backing: Some(Backing::Hugetlb), mode: 0o640, ..Default::default() };
+    /// let region = mount.create("db/sga", 4 << 30, 1 << 30, &opts)?;
+    /// assert_eq!(region.info()?.start, 4 << 30);
+    /// # Ok::<(), libmshare::Error>(())
+    /// ```
     pub fn create(
         &self,
         name: &str,

@@ -210,6 +210,15 @@ impl Region {
     /// if the region was opened for writing.
     ///
     /// [`Error::AddressInUse`] if something is mapped in that range already.
+    ///
+    /// ```no_run
+    /// let region = libmshare::Mount::find(None)?.open("sga", true)?;
+    /// let map = region.map()?;
+    /// let mut header = [0u8; 64];
+    /// map.read(0, &mut header);
+    /// drop(map); // unmapped here
+    /// # Ok::<(), libmshare::Error>(())
+    /// ```
     pub fn map(&self) -> Result<Mapping> {
         let info = self.info()?;
         let fd = self.backing_fd()?;
