@@ -324,17 +324,19 @@ const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 impl HugePool {
     /// Reserves `pages` pages; panics if the kernel gives fewer.
     pub fn reserve(pages: u64) -> HugePool {
-        let old: u64 = fs::read_to_string(NR_HUGEPAGES)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let read = || -> u64 {
+            let text = fs::read_to_string(NR_HUGEPAGES).unwrap();
+            text.trim().parse().unwrap()
+        };
+        let old = read();
         fs::write(NR_HUGEPAGES, pages.to_string()).expect("write nr_hugepages (needs root)");
-        let got: u64 = fs::read_to_string(NR_HUGEPAGES)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        if read() < pages {
+            // Fragmented memory: drop caches, compact, and ask again.
+            let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+            let _ = fs::write("/proc/sys/vm/compact_memory", "1");
+            let _ = fs::write(NR_HUGEPAGES, pages.to_string());
+        }
+        let got = read();
         assert!(
             got >= pages,
             "asked for {pages} huge pages, the kernel gave {got}"
