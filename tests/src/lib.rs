@@ -314,16 +314,18 @@ pub fn meminfo(key: &str) -> u64 {
 }
 
 /// Sets the hugetlb pool to `pages` 2 MiB pages while alive; restores the
-/// old size on drop.
-pub struct HugePool {
+/// old size on drop. It borrows a [`Mount`], whose serial lock keeps other
+/// tests from changing the pool meanwhile.
+pub struct HugePool<'m> {
     old: u64,
+    _mount: std::marker::PhantomData<&'m Mount>,
 }
 
 const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 
-impl HugePool {
+impl<'m> HugePool<'m> {
     /// Reserves `pages` pages; panics if the kernel gives fewer.
-    pub fn reserve(pages: u64) -> HugePool {
+    pub fn reserve(_serialised_by: &'m Mount, pages: u64) -> HugePool<'m> {
         let read = || -> u64 {
             let text = fs::read_to_string(NR_HUGEPAGES).unwrap();
             text.trim().parse().unwrap()
@@ -341,11 +343,14 @@ impl HugePool {
             got >= pages,
             "asked for {pages} huge pages, the kernel gave {got}"
         );
-        HugePool { old }
+        HugePool {
+            old,
+            _mount: std::marker::PhantomData,
+        }
     }
 }
 
-impl Drop for HugePool {
+impl Drop for HugePool<'_> {
     fn drop(&mut self) {
         let _ = fs::write(NR_HUGEPAGES, self.old.to_string());
     }

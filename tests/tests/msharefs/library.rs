@@ -142,8 +142,8 @@ fn mapping_twice_is_address_in_use_and_errors_name_the_region() {
 
 #[test]
 fn backing_is_chosen_per_region_before_it_is_opened() {
-    let _pool = HugePool::reserve(16);
     let m = Mount::new("align=2M");
+    let _pool = HugePool::reserve(&m, 16);
     let mount = Mshare::find(Some(&m.dir)).unwrap();
     let shmem = mount
         .create("s", 0, MIB2, &options(Some(Backing::Shmem)))

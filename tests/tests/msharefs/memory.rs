@@ -153,8 +153,8 @@ fn create_map_unlink_cycle_leaks_nothing() {
 
 #[test]
 fn hugetlb_regions_reserve_up_front_refuse_mmap_and_free_everything() {
-    let _pool = HugePool::reserve(64);
     let m = Mount::new("backing=hugetlb,align=2M");
+    let _pool = HugePool::reserve(&m, 64);
     let free0 = meminfo("HugePages_Free");
     assert!(free0 >= 64);
     let fd = create_region(&m, "h", 4 * GIB, 64 * MIB2);

@@ -176,8 +176,8 @@ impl LibExamples {
 
 #[test]
 fn library_examples_build_with_pkg_config_and_share_a_hugetlb_region() {
-    let _pool = HugePool::reserve(40);
     let m = Mount::new("align=2M");
+    let _pool = HugePool::reserve(&m, 40);
     let lib = LibExamples::build();
     let out = lib.run(&m, "lib_donor", &["db", "64", "hugetlb"]);
     assert!(

@@ -170,8 +170,8 @@ fn thousand_processes_attach_one_region_and_see_the_same_data() {
 /// the same kind of hugetlb memfd directly (and far below 4 KiB pages).
 #[test]
 fn thousand_processes_share_hugetlb_page_tables_through_libmshare() {
-    let _pool = HugePool::reserve(520);
     let m = Mount::new("");
+    let _pool = HugePool::reserve(&m, 520);
     let lib = LibExamples::build();
     let donor = lib.run(&m, "lib_donor", &[]);
     assert!(donor.starts_with("created sga: 1024 MiB"), "{donor}");
