@@ -357,3 +357,21 @@ fn control_ioctls_need_a_writable_open() {
         Err(Errno::EBADF)
     );
 }
+
+#[test]
+fn fallocate_from_zero_sizes_an_unsized_region() {
+    let m = Mount::new("align=2M");
+    let fd = open(&m.path("r"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
+    let plain = nix::fcntl::FallocateFlags::empty();
+    nix::fcntl::fallocate(&fd, plain, 0, 2 * MIB2 as i64).unwrap();
+    let info = ioctl::get_size(&fd).unwrap();
+    assert_eq!(info.size, 2 * MIB2);
+    assert_eq!(info.start % MIB2, 0);
+    assert_eq!(nix::sys::stat::fstat(&fd).unwrap().st_size, 2 * MIB2 as i64);
+    nix::fcntl::fallocate(&fd, plain, MIB2 as i64, MIB2 as i64).expect("inside the region");
+    assert_eq!(
+        nix::fcntl::fallocate(&fd, plain, 0, 4 * MIB2 as i64),
+        Err(Errno::EFBIG),
+        "past the end"
+    );
+}
