@@ -240,6 +240,21 @@ struct State {
     backing_id: Option<Arc<BackingId>>,
 }
 
+impl State {
+    /// The backing file, while the memory exists.
+    fn file(&self) -> Result<Arc<OwnedFd>, Fail> {
+        self.file
+            .clone()
+            .ok_or(Fail::new(Errno::ENOENT, "region memory released"))
+    }
+
+    /// Start and size; `EINVAL` while unsized (as the kernel's ioctls).
+    fn info(&self) -> Result<MshareInfo, Fail> {
+        self.info
+            .ok_or(Fail::new(Errno::EINVAL, "region size is not set"))
+    }
+}
+
 impl Region {
     /// A new, unsized region over `file`.
     pub fn new(id: u64, kind: BackingKind, file: OwnedFd) -> Self {
@@ -258,19 +273,12 @@ impl Region {
 
     /// The backing file, while the memory exists.
     pub fn file(&self) -> Result<Arc<OwnedFd>, Fail> {
-        self.state
-            .lock()
-            .file
-            .clone()
-            .ok_or(Fail::new(Errno::ENOENT, "region memory already released"))
+        self.state.lock().file()
     }
 
     /// `MSHAREFS_GET_SIZE`.
     pub fn info(&self) -> Result<MshareInfo, Fail> {
-        self.state
-            .lock()
-            .info
-            .ok_or(Fail::new(Errno::EINVAL, "region size is not set"))
+        self.state.lock().info()
     }
 
     /// Size in bytes (0 while unsized) and allocated 512-byte blocks.
@@ -295,10 +303,7 @@ impl Region {
     ) -> Result<MshareInfo, Fail> {
         let mut st = self.state.lock();
         ensure(st.info.is_none(), Errno::EINVAL, "size is already set")?;
-        let file = st
-            .file
-            .clone()
-            .ok_or(Fail::new(Errno::ENOENT, "region memory released"))?;
+        let file = st.file()?;
         let auto = info.start == 0;
         if auto {
             // Check everything but the start, then choose one.
@@ -345,16 +350,11 @@ impl Region {
     /// `MSHAREFS_CREATE_MAPPING`.
     pub fn create_mapping(&self, c: &MshareCreate) -> Result<(), Fail> {
         let mut st = self.state.lock();
-        let info = st
-            .info
-            .ok_or(Fail::new(Errno::EINVAL, "region size is not set"))?;
+        let info = st.info()?;
         let req = check_create(c, &info, self.kind, &st.mappings)?;
         let m = req.mapping;
         if self.kind == BackingKind::Hugetlb || req.populate {
-            let file = st
-                .file
-                .clone()
-                .ok_or(Fail::new(Errno::ENOENT, "region memory released"))?;
+            let file = st.file()?;
             backing::allocate(file.as_fd(), m.addr - info.start, m.size)
                 .map_err(|e| Fail::with(e, format!("cannot allocate {} bytes: {e}", m.size)))?;
         }
@@ -367,9 +367,7 @@ impl Region {
     /// memory (other mappers then read zeros).
     pub fn unmap(&self, u: &MshareUnmap) -> Result<(), Fail> {
         let mut st = self.state.lock();
-        let info = st
-            .info
-            .ok_or(Fail::new(Errno::EINVAL, "region size is not set"))?;
+        let info = st.info()?;
         let rest = cut(&st.mappings, u, &info, self.kind)?;
         if let Some(file) = &st.file {
             backing::punch_hole(file.as_fd(), u.addr - info.start, u.size)
@@ -469,10 +467,7 @@ impl Region {
 
     fn io_target(&self) -> Result<(Arc<OwnedFd>, u64), Fail> {
         let st = self.state.lock();
-        let file = st
-            .file
-            .clone()
-            .ok_or(Fail::new(Errno::ENOENT, "region memory released"))?;
+        let file = st.file()?;
         Ok((file, st.info.map_or(0, |i| i.size)))
     }
 }
