@@ -146,7 +146,11 @@ impl MshareFs {
     /// Attributes for an entry reply, taking the lookup reference the
     /// kernel will later `forget`.
     fn entry_of(&self, ino: u64) -> Result<FileAttr, Fail> {
-        let ns = self.ns.read();
+        self.entry_in(&self.ns.read(), ino)
+    }
+
+    /// [`Self::entry_of`] under a namespace lock the caller holds.
+    fn entry_in(&self, ns: &Namespace, ino: u64) -> Result<FileAttr, Fail> {
         let node = ns.node(ino)?;
         node.add_lookup();
         Ok(self.attr(ino, node))
@@ -154,10 +158,7 @@ impl MshareFs {
 
     fn do_lookup(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Fail> {
         let ns = self.ns.read();
-        let ino = ns.child(parent, name)?;
-        let node = ns.node(ino)?;
-        node.add_lookup();
-        Ok(self.attr(ino, node))
+        self.entry_in(&ns, ns.child(parent, name)?)
     }
 
     /// Creates a region named `name` in `parent` (no open, no lookup
