@@ -154,7 +154,12 @@ impl Broker {
     /// Forgets the grants of handle `fh` held for the process of thread
     /// `tid`: it closed a descriptor of that handle (FUSE `flush`, which
     /// `close(2)` waits for, unlike the later `release`).
+    /// Every close of a region file gets here, so /proc is read only when
+    /// the handle has a grant at all.
     pub fn revoke_for_closer(&self, fh: u64, tid: u32) {
+        if !self.grants.lock().values().any(|g| g.fh == fh) {
+            return;
+        }
         let tgid = tgid_of(tid);
         self.grants
             .lock()
