@@ -23,12 +23,7 @@ pub type Failure = (String, Errno);
 /// Connects to the broker of `token.server_pid`, checks that the peer is
 /// that process, presents the token and receives the descriptor.
 pub fn exchange(token: &MshareToken) -> Result<OwnedFd, Failure> {
-    let io = |what: &str, e: std::io::Error| {
-        (
-            format!("{what}: {e}"),
-            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-        )
-    };
+    let io = |what: &str, e: std::io::Error| (format!("{what}: {e}"), crate::errno_of(&e));
     let name = broker_socket_name(token.server_pid);
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| io("socket name", e))?;
     let mut sock =

@@ -83,5 +83,10 @@ impl Error {
     }
 }
 
+/// The errno of an I/O error (`EIO` if it carries none).
+pub fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -42,7 +42,7 @@ mod region;
 mod units;
 mod xattr;
 
-pub use error::{Error, Result};
+pub use error::{errno_of, Error, Result};
 pub use mapping::Mapping;
 pub use mount::{Mount, DEFAULT_DIR, MSHARE_DIR_ENV};
 pub use region::{Backing, CreateOptions, Region};

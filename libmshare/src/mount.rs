@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use crate::abi::{FS_SUBTYPE, INFO_FILE_NAME};
-use crate::error::{Error, Result};
+use crate::error::{errno_of, Error, Result};
 use crate::region::{CreateOptions, Region};
 
 /// Environment variable naming the mount to use.
@@ -94,7 +94,7 @@ impl Mount {
         let text = std::fs::read_to_string(&path).map_err(|e| Error::Path {
             op: "reading",
             path: path.clone(),
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            errno: errno_of(&e),
         })?;
         let align = text
             .trim()
@@ -167,7 +167,7 @@ impl Mount {
         std::fs::remove_file(&path).map_err(|e| Error::Path {
             op: "removing",
             path,
-            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            errno: errno_of(&e),
         })
     }
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use nix::errno::Errno;
 
 use crate::abi::{MshareCreate, MshareInfo, MshareToken, MshareUnmap, TOKEN_WRITABLE};
-use crate::error::{Error, Result};
+use crate::error::{errno_of, Error, Result};
 use crate::mapping::Mapping;
 use crate::mount::Mount;
 use crate::{broker, ioctl, xattr};
@@ -67,10 +67,6 @@ pub struct Region {
     file: File,
     name: String,
     writable: bool,
-}
-
-fn errno_of(e: &std::io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 impl Region {

@@ -602,7 +602,7 @@ fn decode<T: WireFormat>(input: &[u8]) -> Result<T, Fail> {
 }
 
 fn io_fail(e: io::Error) -> Fail {
-    let errno = Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    let errno = libmshare::errno_of(&e);
     Fail::with(errno, e.to_string())
 }
 

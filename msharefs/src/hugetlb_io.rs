@@ -24,7 +24,7 @@ pub fn write(file: &OwnedFd, offset: u64, data: &[u8]) -> Result<(), Errno> {
         .offset(start)
         .len((end - start) as usize)
         .map_raw(file.as_raw_fd())
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        .map_err(|e| libmshare::errno_of(&e))?;
     // SAFETY: `offset - start + data.len()` is within the mapping, which is
     // writable and lives until the end of this function; the source is a
     // separate buffer of ours.
