@@ -1,5 +1,5 @@
-//! Sizes as people write them (`4096`, `2M`, `1G`), for the server's
-//! options and msharectl.
+//! Sizes as people write them (`4096`, `2M`, `1G`): the server's `align=`,
+//! msharectl's sizes and the defaults shown in help texts.
 
 /// Parses a size: a decimal number of bytes, optionally followed by `K`,
 /// `M`, `G` or `T` (binary multiples; a trailing `B`/`iB` is allowed).
@@ -30,6 +30,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// The shortest exact spelling of `bytes` that [`parse_size`] reads back:
+/// `1G`, `2M`, `4K`, or plain bytes.
+pub fn format_size(bytes: u64) -> String {
+    for (unit, shift) in [('T', 40), ('G', 30), ('M', 20), ('K', 10)] {
+        if bytes != 0 && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +56,20 @@ mod tests {
         assert!(parse_size("G").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn formatted_sizes_read_back() {
+        for (n, s) in [
+            (1 << 30, "1G"),
+            (2 << 20, "2M"),
+            (4096, "4K"),
+            (100, "100"),
+            (0, "0"),
+        ] {
+            assert_eq!(format_size(n), s);
+            assert_eq!(parse_size(s), Ok(n));
+        }
+        assert_eq!(format_size(3 << 29), "1536M");
     }
 }

@@ -1,0 +1,39 @@
+//! The ioctl numbers, encoded as the kernel's `_IOR`/`_IOW` do (asm-generic
+//! layout: 2 direction bits, 14 size bits, 8 type bits, 8 number bits).
+
+use std::mem::size_of;
+
+use crate::structs::{MshareInfo, MshareUnmap};
+use crate::{MshareCreate, MshareToken};
+
+/// The ioctl type byte of every msharefs ioctl.
+pub const MSHAREFS_IOCTL_TYPE: u8 = b'x';
+
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+const fn ioc(dir: u32, nr: u8, size: usize) -> u32 {
+    assert!(size < 1 << 14);
+    (dir << 30) | ((size as u32) << 16) | ((MSHAREFS_IOCTL_TYPE as u32) << 8) | nr as u32
+}
+
+/// `MSHAREFS_GET_SIZE` = `_IOR('x', 0, struct mshare_info)`.
+pub const MSHAREFS_GET_SIZE: u32 = ioc(IOC_READ, 0, size_of::<MshareInfo>());
+/// `MSHAREFS_SET_SIZE` = `_IOW('x', 1, struct mshare_info)`.
+pub const MSHAREFS_SET_SIZE: u32 = ioc(IOC_WRITE, 1, size_of::<MshareInfo>());
+/// `MSHAREFS_CREATE_MAPPING` = `_IOW('x', 2, struct mshare_create)`.
+pub const MSHAREFS_CREATE_MAPPING: u32 = ioc(IOC_WRITE, 2, size_of::<MshareCreate>());
+/// `MSHAREFS_UNMAP` = `_IOW('x', 3, struct mshare_unmap)`.
+pub const MSHAREFS_UNMAP: u32 = ioc(IOC_WRITE, 3, size_of::<MshareUnmap>());
+/// `MSHAREFS_GET_TOKEN` = `_IOR('x', 32, struct mshare_token)` (msharefs
+/// extension, not in the kernel series).
+pub const MSHAREFS_GET_TOKEN: u32 = ioc(IOC_READ, 32, size_of::<MshareToken>());
+
+// The RFC v3 values (x86_64), checked when this crate compiles.
+const _: () = {
+    assert!(MSHAREFS_GET_SIZE == 0x8010_7800);
+    assert!(MSHAREFS_SET_SIZE == 0x4010_7801);
+    assert!(MSHAREFS_CREATE_MAPPING == 0x4028_7802);
+    assert!(MSHAREFS_UNMAP == 0x4010_7803);
+    assert!(MSHAREFS_GET_TOKEN == 0x8018_7820);
+};

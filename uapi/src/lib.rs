@@ -1,0 +1,70 @@
+//! The one definition of the msharefs ABI, shared by the server
+//! (`msharefs`), the client library (`libmshare`), `msharectl` and the C
+//! header `mshare.h` (which a test checks item by item against this crate).
+//!
+//! - The kernel's RFC v3 uapi: [`MshareInfo`], [`MshareCreate`],
+//!   [`MshareUnmap`] and the ioctl numbers `MSHAREFS_*`. The later 2025
+//!   series renumbered the ioctls in a way that collides, so the RFC v3
+//!   numbers are the ABI.
+//! - msharefs' extension: [`MSHAREFS_GET_TOKEN`], [`MshareToken`] and the
+//!   broker socket ([`broker_socket_name`]) that trades a token for a
+//!   region's backing descriptor; the [`Backing`] kinds and their extended
+//!   attribute [`BACKING_XATTR`].
+//! - The C library's option struct [`MshareOptions`] and flags.
+//!
+//! Layouts are asserted at compile time; the wire conversion is `zerocopy`'s.
+//! This crate does no I/O.
+//!
+//! ```
+//! use mshare_uapi::{Backing, MshareInfo, MSHAREFS_GET_SIZE};
+//! use zerocopy::IntoBytes;
+//!
+//! assert_eq!(MSHAREFS_GET_SIZE, 0x8010_7800);
+//! let info = MshareInfo { start: 1 << 40, size: 1 << 30 };
+//! assert_eq!(info.as_bytes().len(), 16);
+//! assert_eq!("hugetlb".parse::<Backing>(), Ok(Backing::Hugetlb));
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod backing;
+mod ioctl;
+mod size;
+mod structs;
+mod token;
+
+pub use backing::{Backing, UnknownBacking, BACKING_XATTR};
+pub use ioctl::{
+    MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_IOCTL_TYPE,
+    MSHAREFS_SET_SIZE, MSHAREFS_UNMAP,
+};
+pub use size::{format_size, parse_size};
+pub use structs::{
+    MshareCreate, MshareInfo, MshareOptions, MshareUnmap, MSHARE_BACKING_DEFAULT, MSHARE_EXCL,
+    MSHARE_NO_OBJECT,
+};
+pub use token::{
+    broker_socket_name, MshareToken, Token, TOKEN_HUGETLB, TOKEN_TTL_SECS, TOKEN_WRITABLE,
+};
+
+/// Name of the read-only file in the root of every msharefs mount that holds
+/// the alignment, in decimal followed by a newline.
+pub const INFO_FILE_NAME: &str = "mshare_info";
+
+/// The `fuse` subtype the server mounts with; `/proc/self/mountinfo` shows
+/// the file system type as `fuse.msharefs`.
+pub const FS_SUBTYPE: &str = "msharefs";
+
+/// Default region alignment: 1 GiB, the size at which the kernel shares
+/// hugetlb PMD page tables between processes.
+pub const DEFAULT_ALIGNMENT: u64 = 1 << 30;
+
+/// Size of a base page on the platforms msharefs supports.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Size of a hugetlb page (x86_64 PMD size).
+pub const HUGE_PAGE_SIZE: u64 = 2 << 20;
+
+/// One past the highest user address usable without asking for 5-level
+/// paging (x86_64 `DEFAULT_MAP_WINDOW`, minus the guard page).
+pub const USER_ADDR_END: u64 = (1 << 47) - PAGE_SIZE;

@@ -1,0 +1,87 @@
+//! msharefs' extension: the one-time token that the server's broker socket
+//! trades for a region's backing file descriptor.
+
+use std::mem::{offset_of, size_of};
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// 128 random bits that the broker exchanges, once, for a descriptor.
+#[repr(transparent)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct Token(pub [u64; 2]);
+
+impl Token {
+    /// Size on the wire.
+    pub const SIZE: usize = size_of::<Token>();
+
+    /// The token in the bytes a client sends the broker (`token[0]` then
+    /// `token[1]`, native endian).
+    pub fn from_bytes(bytes: [u8; Self::SIZE]) -> Token {
+        zerocopy::transmute!(bytes)
+    }
+
+    /// The bytes a client sends the broker.
+    pub fn to_bytes(self) -> [u8; Self::SIZE] {
+        zerocopy::transmute!(self)
+    }
+}
+
+/// `struct mshare_token`: what `MSHAREFS_GET_TOKEN` returns.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct MshareToken {
+    /// The token.
+    pub token: Token,
+    /// Pid of the server; its broker listens on [`broker_socket_name`].
+    pub server_pid: u32,
+    /// [`TOKEN_WRITABLE`], [`TOKEN_HUGETLB`].
+    pub flags: u32,
+}
+
+const _: () = {
+    assert!(size_of::<MshareToken>() == 24);
+    assert!(offset_of!(MshareToken, server_pid) == 16);
+    assert!(offset_of!(MshareToken, flags) == 20);
+};
+
+/// Token flag (`MSHARE_TOKEN_WRITABLE`): the descriptor it buys is writable
+/// (the open was).
+pub const TOKEN_WRITABLE: u32 = 1;
+/// Token flag (`MSHARE_TOKEN_HUGETLB`): the region is hugetlb-backed.
+pub const TOKEN_HUGETLB: u32 = 2;
+/// Seconds a token stays valid.
+pub const TOKEN_TTL_SECS: u64 = 10;
+
+/// Abstract Unix socket name (without the leading NUL) of the broker of the
+/// server with pid `server_pid`.
+///
+/// Protocol: the client connects, sends the token's 16 bytes
+/// ([`Token::to_bytes`]) and reads a native-endian `i32`: 0 with the
+/// descriptor attached (`SCM_RIGHTS`), or an errno without one.
+pub fn broker_socket_name(server_pid: u32) -> String {
+    format!("msharefs.{server_pid}.broker")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bytes_are_the_two_words_in_order() {
+        let t = Token([0x0102_0304_0506_0708, 9]);
+        let b = t.to_bytes();
+        assert_eq!(&b[..8], &0x0102_0304_0506_0708u64.to_ne_bytes());
+        assert_eq!(&b[8..], &9u64.to_ne_bytes());
+        assert_eq!(Token::from_bytes(b), t);
+        let m = MshareToken {
+            token: t,
+            server_pid: 3,
+            flags: TOKEN_WRITABLE,
+        };
+        assert_eq!(MshareToken::read_from_bytes(m.as_bytes()), Ok(m));
+    }
+}
