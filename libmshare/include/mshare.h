@@ -3,8 +3,9 @@
  * mshare.h - msharefs user API.
  *
  * The kernel-style ABI (RFC v3 uapi): ioctls on a region file in an
- * msharefs mount. The values match libmshare::abi, which the test suite
- * checks.
+ * msharefs mount. Its one definition is the Rust crate mshare-uapi
+ * (uapi/ in the source tree); the test suite compiles this header and
+ * checks every item against it.
  */
 #ifndef MSHARE_H
 #define MSHARE_H

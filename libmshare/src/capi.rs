@@ -8,6 +8,7 @@
 //! or forbids it (`EINVAL`); any other pointer must be what the header says
 //! (a NUL-terminated string, a region from `mshare_create`/`mshare_open` not
 //! yet closed, a writable struct).
+#![allow(unsafe_code)]
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -16,33 +17,9 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
-use crate::abi::{MshareCreate, MshareInfo};
-use crate::{Backing, CreateOptions, Error, Mapping, Mount, Region};
+use mshare_uapi::{MshareCreate, MshareInfo, MshareOptions, MSHARE_EXCL, MSHARE_NO_OBJECT};
 
-/// `MSHARE_BACKING_DEFAULT`: the mount's `backing=`.
-pub const MSHARE_BACKING_DEFAULT: u32 = 0;
-/// `MSHARE_BACKING_THP`.
-pub const MSHARE_BACKING_THP: u32 = 1;
-/// `MSHARE_BACKING_SHMEM`.
-pub const MSHARE_BACKING_SHMEM: u32 = 2;
-/// `MSHARE_BACKING_HUGETLB`.
-pub const MSHARE_BACKING_HUGETLB: u32 = 3;
-/// `MSHARE_EXCL`: fail with `EEXIST` if the region exists.
-pub const MSHARE_EXCL: u32 = 1;
-/// `MSHARE_NO_OBJECT`: do not create the object over the whole region.
-pub const MSHARE_NO_OBJECT: u32 = 2;
-
-/// `struct mshare_options`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct MshareOptions {
-    /// `MSHARE_BACKING_*`.
-    pub backing: u32,
-    /// Permission bits; 0 means 0600.
-    pub mode: u32,
-    /// `MSHARE_EXCL`, `MSHARE_NO_OBJECT`.
-    pub flags: u32,
-}
+use crate::{CreateOptions, Error, Mapping, Mount, Region};
 
 /// `struct mshare_region`: an open region and its mapping, if any.
 #[derive(Debug)]
@@ -167,17 +144,13 @@ pub unsafe extern "C" fn mshare_create(
     };
     // SAFETY: NULL or a valid struct, as promised.
     let o = unsafe { opts.as_ref() }.copied().unwrap_or(MshareOptions {
-        backing: 0,
-        mode: 0,
         flags: MSHARE_EXCL,
+        ..Default::default()
     });
-    let backing = match o.backing {
-        MSHARE_BACKING_DEFAULT => None,
-        MSHARE_BACKING_THP => Some(Backing::Thp),
-        MSHARE_BACKING_SHMEM => Some(Backing::Shmem),
-        MSHARE_BACKING_HUGETLB => Some(Backing::Hugetlb),
-        _ => {
-            fail_with(Errno::EINVAL, "unknown backing");
+    let backing = match o.backing() {
+        Ok(b) => b,
+        Err(n) => {
+            fail_with(Errno::EINVAL, &format!("unknown backing {n}"));
             return std::ptr::null_mut();
         }
     };

@@ -43,14 +43,12 @@ pub enum Error {
         start: u64,
     },
     /// The server's broker did not hand out the backing descriptor.
-    #[error("getting the backing descriptor of region '{region}': {why} ({errno})", errno = errno.desc())]
+    #[error("getting the backing descriptor of region '{region}': {source}")]
     Broker {
         /// The region's name.
         region: String,
         /// What went wrong.
-        why: String,
-        /// The errno.
-        errno: Errno,
+        source: crate::broker::BrokerError,
     },
     /// `mshare_info` did not hold a number.
     #[error("{path}: not an alignment: {text:?}", path = path.display())]
@@ -73,9 +71,8 @@ impl Error {
     pub fn errno(&self) -> Errno {
         match self {
             Error::NoMount { .. } => Errno::ENOENT,
-            Error::Path { errno, .. }
-            | Error::Region { errno, .. }
-            | Error::Broker { errno, .. } => *errno,
+            Error::Path { errno, .. } | Error::Region { errno, .. } => *errno,
+            Error::Broker { source, .. } => source.errno,
             Error::AddressInUse { .. } => Errno::EEXIST,
             Error::BadInfo { .. } => Errno::EIO,
             Error::BadName { .. } => Errno::EINVAL,

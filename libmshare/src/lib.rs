@@ -3,8 +3,8 @@
 //! msharefs is a FUSE file system in which every regular file is a shared
 //! memory region (see `Documentation/msharefs.md`). This crate holds:
 //!
-//! - [`abi`]: the one definition of the kernel-style ABI (structs, ioctl
-//!   numbers, constants), used by the server too;
+//! - [`abi`]: the ABI, re-exported from the `mshare-uapi` crate that is its
+//!   one definition (the server and `mshare.h` take it from there too);
 //! - [`ioctl`]: safe wrappers of the ioctls on an open region file;
 //! - [`Mount`], [`Region`], [`Mapping`]: create, open, size and map regions,
 //!   including hugetlb regions whose page tables the kernel shares between
@@ -30,8 +30,8 @@
 //! # Ok::<(), libmshare::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
-pub mod abi;
 pub mod broker;
 pub mod capi;
 mod error;
@@ -39,11 +39,12 @@ pub mod ioctl;
 mod mapping;
 mod mount;
 mod region;
-mod units;
 mod xattr;
+
+pub use mshare_uapi as abi;
 
 pub use error::{errno_of, Error, Result};
 pub use mapping::Mapping;
 pub use mount::{Mount, DEFAULT_DIR, MSHARE_DIR_ENV};
-pub use region::{Backing, CreateOptions, Region};
-pub use units::parse_size;
+pub use mshare_uapi::{parse_size, Backing};
+pub use region::{CreateOptions, Region};

@@ -1,4 +1,10 @@
 //! A mapping of a region made by [`Region::map`](crate::Region::map).
+//!
+//! # Safety
+//!
+//! The mapping is made and unmapped here, and read and written only
+//! through raw-pointer copies inside its bounds.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsFd, AsRawFd};
 

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-use crate::abi::{FS_SUBTYPE, INFO_FILE_NAME};
 use crate::error::{errno_of, Error, Result};
 use crate::region::{CreateOptions, Region};
+use mshare_uapi::{FS_SUBTYPE, INFO_FILE_NAME};
 
 /// Environment variable naming the mount to use.
 pub const MSHARE_DIR_ENV: &str = "MSHARE_DIR";

@@ -6,34 +6,11 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use nix::errno::Errno;
 
-use crate::abi::{MshareCreate, MshareInfo, MshareToken, MshareUnmap, TOKEN_WRITABLE};
 use crate::error::{errno_of, Error, Result};
 use crate::mapping::Mapping;
 use crate::mount::Mount;
 use crate::{broker, ioctl, xattr};
-
-/// How a region's memory is provided (the server's `backing=` kinds).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backing {
-    /// 2 MiB transparent huge pages (tmpfs `huge=always`).
-    Thp,
-    /// 4 KiB pages (memfd).
-    Shmem,
-    /// 2 MiB hugetlb pages; mappings of whole 1 GiB-aligned ranges share
-    /// their page tables between processes. Needs the hugetlb pool.
-    Hugetlb,
-}
-
-impl Backing {
-    /// The server's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backing::Thp => "thp",
-            Backing::Shmem => "shmem",
-            Backing::Hugetlb => "hugetlb",
-        }
-    }
-}
+use mshare_uapi::{Backing, MshareCreate, MshareInfo, MshareToken, MshareUnmap, TOKEN_WRITABLE};
 
 /// Options of [`Mount::create`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,8 +70,7 @@ impl Region {
         }
         let made = (|| {
             if let Some(b) = opts.backing {
-                xattr::set_backing(&path, b.as_str())
-                    .map_err(|e| path_err("setting the backing of", e))?;
+                xattr::set_backing(&path, b).map_err(|e| path_err("setting the backing of", e))?;
             }
             let region = Region::open(mount, name, false)?;
             if start == 0 {
@@ -160,14 +136,7 @@ impl Region {
 
     /// The backing kind (`user.mshare.backing`).
     pub fn backing(&self) -> Result<Backing> {
-        let mut buf = [0u8; 16];
-        let n = xattr::get_backing(&self.file, &mut buf).map_err(|e| self.err("getxattr", e))?;
-        match &buf[..n] {
-            b"thp" => Ok(Backing::Thp),
-            b"shmem" => Ok(Backing::Shmem),
-            b"hugetlb" => Ok(Backing::Hugetlb),
-            _ => Err(self.err("getxattr", Errno::EPROTO)),
-        }
+        xattr::get_backing(&self.file).map_err(|e| self.err("getxattr", e))
     }
 
     /// `MSHAREFS_CREATE_MAPPING`: an anonymous shared object over
@@ -193,10 +162,9 @@ impl Region {
 
     fn redeem(&self, token: &MshareToken) -> Result<OwnedFd> {
         debug_assert_eq!(token.flags & TOKEN_WRITABLE != 0, self.writable);
-        broker::exchange(token).map_err(|(why, errno)| Error::Broker {
+        broker::exchange(token).map_err(|source| Error::Broker {
             region: self.name.clone(),
-            why,
-            errno,
+            source,
         })
     }
 

@@ -1,48 +1,34 @@
-//! The `user.mshare.backing` extended attribute (nix does not wrap xattrs).
-//!
-//! # Safety
-//!
-//! Each call passes NUL-terminated strings and buffers with their lengths.
+//! The `user.mshare.backing` extended attribute of a region file.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 
+use mshare_uapi::{Backing, BACKING_XATTR};
 use nix::errno::Errno;
+use rustix::fs::XattrFlags;
 
-use crate::abi::BACKING_XATTR;
-
-fn attr_name() -> CString {
-    CString::new(BACKING_XATTR).expect("no NUL in the name")
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
 }
 
-/// `setxattr(path, "user.mshare.backing", kind)`.
-pub(crate) fn set_backing(path: &Path, kind: &str) -> Result<(), Errno> {
-    let p = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
-    let v = kind.as_bytes();
-    // SAFETY: valid C strings and a buffer of `v.len()` bytes.
-    let r = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            attr_name().as_ptr(),
-            v.as_ptr().cast(),
-            v.len(),
-            0,
-        )
-    };
-    Errno::result(r).map(drop)
+/// Sets the backing kind of the (unsized, unopened) region at `path`.
+pub(crate) fn set_backing(path: &Path, kind: Backing) -> Result<(), Errno> {
+    rustix::fs::setxattr(
+        path,
+        BACKING_XATTR,
+        kind.as_str().as_bytes(),
+        XattrFlags::empty(),
+    )
+    .map_err(errno)
 }
 
-/// `fgetxattr(fd, "user.mshare.backing")` into `buf`; returns the length.
-pub(crate) fn get_backing(fd: impl AsFd, buf: &mut [u8]) -> Result<usize, Errno> {
-    // SAFETY: `buf` is writable for `buf.len()` bytes.
-    let r = unsafe {
-        libc::fgetxattr(
-            fd.as_fd().as_raw_fd(),
-            attr_name().as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    Errno::result(r).map(|n| n as usize)
+/// The backing kind of an open region file (`EPROTO` for a value that
+/// names none).
+pub(crate) fn get_backing(fd: impl AsFd) -> Result<Backing, Errno> {
+    let mut buf = [0u8; 16];
+    let n = rustix::fs::fgetxattr(fd, BACKING_XATTR, &mut buf).map_err(errno)?;
+    std::str::from_utf8(&buf[..n])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(Errno::EPROTO)
 }

@@ -17,7 +17,8 @@ use nix::fcntl::{FallocateFlags, OFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::stat::Mode;
 
-use crate::options::BackingKind;
+use mshare_uapi::Backing;
+
 use crate::sys;
 
 /// Creates backing files of every kind.
@@ -33,8 +34,8 @@ impl BackingStore {
     /// and the log says so once.
     pub fn new() -> Self {
         let thp_root = sys::detached_mount(
-            c"tmpfs",
-            &[(c"huge", c"always"), (c"size", c"100%"), (c"mode", c"0700")],
+            "tmpfs",
+            &[("huge", "always"), ("size", "100%"), ("mode", "0700")],
         );
         match thp_root {
             Ok(fd) => {
@@ -49,18 +50,18 @@ impl BackingStore {
     }
 
     /// The kind actually used for a request of `kind`.
-    pub fn effective(&self, kind: BackingKind) -> BackingKind {
+    pub fn effective(&self, kind: Backing) -> Backing {
         match kind {
-            BackingKind::Thp if self.thp_root.is_none() => BackingKind::Shmem,
+            Backing::Thp if self.thp_root.is_none() => Backing::Shmem,
             k => k,
         }
     }
 
     /// Creates an empty backing file of `kind` (see [`Self::effective`]);
     /// `name` labels memfds in `/proc/PID/maps`.
-    pub fn create(&self, kind: BackingKind, name: &str) -> Result<OwnedFd, Errno> {
+    pub fn create(&self, kind: Backing, name: &str) -> Result<OwnedFd, Errno> {
         match (self.effective(kind), &self.thp_root) {
-            (BackingKind::Thp, Some(root)) => nix::fcntl::openat(
+            (Backing::Thp, Some(root)) => nix::fcntl::openat(
                 root,
                 ".",
                 OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC,
@@ -68,7 +69,7 @@ impl BackingStore {
             ),
             (kind, _) => {
                 let mut flags = MFdFlags::MFD_CLOEXEC;
-                if kind == BackingKind::Hugetlb {
+                if kind == Backing::Hugetlb {
                     flags |= MFdFlags::MFD_HUGETLB;
                 } else {
                     flags |= MFdFlags::MFD_ALLOW_SEALING;

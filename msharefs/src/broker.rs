@@ -24,15 +24,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libmshare::abi::{broker_socket_name, token_from_bytes, TOKEN_TTL_SECS};
 use log::{debug, warn};
+use mshare_uapi::{broker_socket_name, Token, TOKEN_TTL_SECS};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::socket::{getsockopt, sendmsg, sockopt::PeerCredentials, ControlMessage, MsgFlags};
 use nix::sys::stat::Mode;
 use parking_lot::Mutex;
 
+use fuser::FileHandle;
+
 use crate::fail::{ensure, Fail};
+use crate::region::Access;
 
 /// Connections served on threads of their own at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -41,13 +44,13 @@ const MAX_CONNECTIONS: usize = 64;
 #[derive(Debug)]
 struct Grant {
     /// The open handle it was issued on.
-    fh: u64,
+    fh: FileHandle,
     /// Thread-group id of the process that asked.
     tgid: i32,
     /// The backing file.
     file: Arc<OwnedFd>,
-    /// Whether the open allowed writing.
-    writable: bool,
+    /// What the open allowed.
+    access: Access,
     /// Issue time.
     issued: Instant,
 }
@@ -56,29 +59,18 @@ struct Grant {
 #[derive(Debug)]
 pub struct Broker {
     /// Grants by token.
-    grants: Mutex<HashMap<[u64; 2], Grant>>,
+    grants: Mutex<HashMap<Token, Grant>>,
     /// Connections being served.
     active: AtomicUsize,
     /// Whether the socket is listening.
     listening: bool,
 }
 
-fn random_token() -> Result<[u64; 2], Errno> {
-    let mut b = [0u8; 16];
-    let mut got = 0;
-    while got < b.len() {
-        // SAFETY: writes at most `len - got` bytes into `b[got..]`.
-        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
-        if n < 0 {
-            let e = Errno::last();
-            if e == Errno::EINTR {
-                continue;
-            }
-            return Err(e);
-        }
-        got += n as usize;
-    }
-    Ok(token_from_bytes(b))
+fn random_token() -> Result<Token, Fail> {
+    let mut b = [0u8; Token::SIZE];
+    getrandom::fill(&mut b)
+        .map_err(|e| Fail::with(Errno::EAGAIN, format!("no random bytes: {e}")))?;
+    Ok(Token::from_bytes(b))
 }
 
 /// The thread-group id of thread `tid` (FUSE requests carry the thread id).
@@ -121,11 +113,11 @@ impl Broker {
     /// `MSHAREFS_GET_TOKEN`: a token for handle `fh` of thread `tid`.
     pub fn issue(
         &self,
-        fh: u64,
+        fh: FileHandle,
         tid: u32,
         file: Arc<OwnedFd>,
-        writable: bool,
-    ) -> Result<[u64; 2], Fail> {
+        access: Access,
+    ) -> Result<Token, Fail> {
         ensure(
             self.listening,
             Errno::EOPNOTSUPP,
@@ -144,7 +136,7 @@ impl Broker {
                 fh,
                 tgid,
                 file,
-                writable,
+                access,
                 issued: Instant::now(),
             },
         );
@@ -156,7 +148,7 @@ impl Broker {
     /// `close(2)` waits for, unlike the later `release`).
     /// Every close of a region file gets here, so /proc is read only when
     /// the handle has a grant at all.
-    pub fn revoke_for_closer(&self, fh: u64, tid: u32) {
+    pub fn revoke_for_closer(&self, fh: FileHandle, tid: u32) {
         if !self.grants.lock().values().any(|g| g.fh == fh) {
             return;
         }
@@ -167,12 +159,12 @@ impl Broker {
     }
 
     /// Forgets the grants of a released handle.
-    pub fn revoke_handle(&self, fh: u64) {
+    pub fn revoke_handle(&self, fh: FileHandle) {
         self.grants.lock().retain(|_, g| g.fh != fh);
     }
 
     /// Takes the grant of `token` (one try) if `pid` may have it.
-    fn redeem(&self, token: [u64; 2], pid: i32) -> Result<(Arc<OwnedFd>, bool), Fail> {
+    fn redeem(&self, token: Token, pid: i32) -> Result<(Arc<OwnedFd>, Access), Fail> {
         let grant = self
             .grants
             .lock()
@@ -188,7 +180,7 @@ impl Broker {
             Errno::EACCES,
             "token presented by another process",
         )?;
-        Ok((grant.file, grant.writable))
+        Ok((grant.file, grant.access))
     }
 
     /// Serves each connection on a thread of its own, up to
@@ -225,11 +217,11 @@ impl Broker {
         let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
         let answer = (|| {
             let cred = getsockopt(&conn, PeerCredentials).map_err(Fail::from)?;
-            let mut buf = [0u8; 16];
+            let mut buf = [0u8; Token::SIZE];
             conn.read_exact(&mut buf)
                 .map_err(|_| Fail::new(Errno::EPROTO, "short token"))?;
-            let (file, writable) = self.redeem(token_from_bytes(buf), cred.pid())?;
-            let access = if writable {
+            let (file, access) = self.redeem(Token::from_bytes(buf), cred.pid())?;
+            let access = if access.writes() {
                 OFlag::O_RDWR
             } else {
                 OFlag::O_RDONLY

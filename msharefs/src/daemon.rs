@@ -5,6 +5,7 @@
 //! `fork` is called before any thread exists (the caller guarantees it: it is
 //! the first thing `main` does after parsing arguments), so the child may do
 //! anything.
+#![allow(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;

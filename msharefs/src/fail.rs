@@ -2,12 +2,12 @@
 //! why.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use nix::errno::Errno;
 
 /// A refused request: `errno` goes to the client, `why` to the debug log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{why} ({errno})")]
 pub struct Fail {
     /// The errno replied to the client.
     pub errno: Errno,
@@ -35,20 +35,22 @@ impl Fail {
 
 impl From<Errno> for Fail {
     fn from(errno: Errno) -> Self {
-        Fail {
-            errno,
-            why: Cow::Borrowed(errno.desc()),
-        }
+        Fail::new(errno, errno.desc())
     }
 }
 
-impl fmt::Display for Fail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.why, self.errno)
+impl From<std::io::Error> for Fail {
+    fn from(e: std::io::Error) -> Self {
+        Fail::with(errno_of(&e), e.to_string())
     }
 }
 
-/// `Err(Fail::new(EINVAL, why))` unless `ok`.
+/// The errno of an I/O error (`EIO` if it carries none).
+pub fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// `Err(Fail::new(errno, why))` unless `ok`.
 pub fn ensure(ok: bool, errno: Errno, why: &'static str) -> Result<(), Fail> {
     if ok {
         Ok(())

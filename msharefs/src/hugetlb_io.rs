@@ -6,11 +6,12 @@
 //! The mapping lives only inside [`write()`]; the bytes are copied through raw
 //! pointers (`MmapRaw`), never through references, because other processes
 //! may change the same memory at any time.
+#![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use libmshare::abi::HUGE_PAGE_SIZE;
 use memmap2::MmapOptions;
+use mshare_uapi::HUGE_PAGE_SIZE;
 use nix::errno::Errno;
 
 /// Copies `data` to `offset` of the hugetlb file `file`.
@@ -24,7 +25,7 @@ pub fn write(file: &OwnedFd, offset: u64, data: &[u8]) -> Result<(), Errno> {
         .offset(start)
         .len((end - start) as usize)
         .map_raw(file.as_raw_fd())
-        .map_err(|e| libmshare::errno_of(&e))?;
+        .map_err(|e| crate::fail::errno_of(&e))?;
     // SAFETY: `offset - start + data.len()` is within the mapping, which is
     // writable and lives until the end of this function; the source is a
     // separate buffer of ours.

@@ -1,7 +1,14 @@
 //! `msharefs`: the FUSE server. See `msharefs --help` and
 //! `Documentation/msharefs.md`.
+//!
+//! Reads top-down: this file (command line, mount) → [`fs`] (FUSE dispatch)
+//! → [`namespace`] (names, inodes) → [`region`] (a region's rules and
+//! memory, placed by [`placement`]) → [`backing`] and [`sys`] (the few raw
+//! system calls). [`broker`] hands backing descriptors to libmshare.
+//! `unsafe` is denied here and allowed only in `sys`, `daemon` and
+//! `hugetlb_io`, each with a `# Safety` header.
+#![deny(unsafe_code)]
 
-mod addrspace;
 mod backing;
 mod broker;
 mod daemon;
@@ -10,6 +17,7 @@ mod fs;
 mod hugetlb_io;
 mod namespace;
 mod options;
+mod placement;
 mod region;
 mod sys;
 
@@ -23,28 +31,7 @@ use log::{error, info};
 
 use crate::options::{MountFlag, Options};
 
-const OPTIONS_HELP: &str = "\
-Mount options (-o OPT[,OPT...], may be repeated):
-  align=SIZE             region alignment reported by mshare_info; start and size
-                         of every region must be multiples of it; a power of two
-                         >= 4K, with K/M/G/T suffixes [default: 1G, the size at
-                         which hugetlb page tables are shared between processes]
-  backing=KIND           memory of new regions: thp (tmpfs huge=always, 2 MiB
-                         pages), shmem (4 KiB pages) or hugetlb (needs
-                         /proc/sys/vm/nr_hugepages; files cannot be mmapped,
-                         attach with libmshare) [default: thp]
-  max_regions=N          most regions that may exist at once [default: 65536]
-  passthrough=auto|off   answer opens with FUSE passthrough so region files can be
-                         mmapped; off serves read/write only [default: auto]
-  allow_other            let every user use the mount [default when run as root]
-  default_permissions    let the kernel check mode bits [default when run as root]
-  fsname=NAME            source shown in /proc/mounts [default: SOURCE or msharefs]
-  debug                  log every request; implies -f
-  ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async,
-  dirsync                the generic mount flags
-  defaults, auto, noauto, nofail, _netdev, user, users, relatime, x-*, ...
-                         accepted and ignored, so that fstab lines work
-
+const EPILOGUE: &str = "\
 MOUNTPOINT may be /dev/fd/N: a /dev/fuse descriptor that a privileged helper
 has already mounted (as libfuse accepts); msharefs then serves it and neither
 mounts nor unmounts.
@@ -66,7 +53,7 @@ Examples:
     name = "msharefs",
     version,
     override_usage = "msharefs [-f] [-d] [-s] [-o OPT[,OPT...]] [SOURCE] MOUNTPOINT",
-    after_help = OPTIONS_HELP
+    after_help = format!("{}\n{EPILOGUE}", options::help())
 )]
 struct Cli {
     /// Stay in the foreground instead of detaching once the mount is ready.
@@ -99,26 +86,10 @@ impl Target {
     fn parse(mountpoint: &std::path::Path) -> Result<Target, String> {
         let shown = mountpoint.display();
         if let Some(n) = mountpoint.to_str().and_then(|s| s.strip_prefix("/dev/fd/")) {
-            let fd: std::os::fd::RawFd = n
+            let fd = n
                 .parse()
                 .map_err(|_| format!("{shown}: not a descriptor number"))?;
-            let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-            // SAFETY: fstat writes a `struct stat` into `st`; an unknown
-            // descriptor is just EBADF.
-            if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
-                return Err(format!("{shown}: {}", nix::errno::Errno::last()));
-            }
-            // SAFETY: fstat succeeded and filled `st`.
-            let st = unsafe { st.assume_init() };
-            let fuse_dev = libc::makedev(10, 229);
-            if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != fuse_dev {
-                return Err(format!("{shown}: not a /dev/fuse descriptor"));
-            }
-            // SAFETY: the caller handed this open descriptor to us; from
-            // here on the session owns it.
-            return Ok(Target::Fd(unsafe {
-                std::os::fd::FromRawFd::from_raw_fd(fd)
-            }));
+            return sys::fuse_device(fd).map(Target::Fd);
         }
         match std::fs::metadata(mountpoint) {
             Ok(m) if m.is_dir() => Ok(Target::Dir(mountpoint.to_path_buf())),
@@ -136,7 +107,7 @@ fn fuser_config(opts: &Options, source: Option<&OsString>, threads: usize) -> Co
         .unwrap_or_else(|| "msharefs".to_string());
     let mut mount_options = vec![
         MountOption::FSName(fsname),
-        MountOption::CUSTOM(format!("subtype={}", libmshare::abi::FS_SUBTYPE)),
+        MountOption::CUSTOM(format!("subtype={}", mshare_uapi::FS_SUBTYPE)),
     ];
     if opts.default_permissions {
         mount_options.push(MountOption::DefaultPermissions);
@@ -255,7 +226,6 @@ fn main() -> ExitCode {
     let config = fuser_config(&opts, source, threads);
     let fs = fs::MshareFs::new(
         opts.clone(),
-        opts.passthrough,
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
     );

@@ -1,50 +1,21 @@
-//! Mount options (`-o OPT[,OPT...]`), parsed into a [`Options`] value.
+//! Mount options (`-o OPT[,OPT...]`), defined once in [`OPTIONS`]: the
+//! parser, `msharefs --help` and the defaults that a test checks against
+//! `Documentation/msharefs.md` all come from that table.
 //!
 //! Pure logic: no I/O, unit-tested below. Names follow libfuse and mount(8).
 
-use std::fmt;
+use std::fmt::Write as _;
 
-use libmshare::abi::{DEFAULT_ALIGNMENT, PAGE_SIZE};
-use libmshare::parse_size;
+use mshare_uapi::{parse_size, Backing, DEFAULT_ALIGNMENT, FS_SUBTYPE, PAGE_SIZE};
 
-/// How a region's memory is provided.
+/// Whether opens are answered with FUSE passthrough (`passthrough=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackingKind {
-    /// A file on a private tmpfs instance mounted `huge=always`: 2 MiB
-    /// transparent huge pages, attachable through FUSE passthrough.
-    Thp,
-    /// A plain memfd: 4 KiB pages, attachable through FUSE passthrough.
-    Shmem,
-    /// A `MFD_HUGETLB` memfd: 2 MiB hugetlb pages whose page tables the
-    /// kernel shares; attachable only by mapping the backing file directly.
-    Hugetlb,
-}
-
-impl BackingKind {
-    /// Parses `thp`, `shmem` or `hugetlb`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "thp" => Some(Self::Thp),
-            "shmem" => Some(Self::Shmem),
-            "hugetlb" => Some(Self::Hugetlb),
-            _ => None,
-        }
-    }
-
-    /// The option-value spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Thp => "thp",
-            Self::Shmem => "shmem",
-            Self::Hugetlb => "hugetlb",
-        }
-    }
-}
-
-impl fmt::Display for BackingKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+pub enum Passthrough {
+    /// Where the kernel and the server's privileges allow it.
+    Auto,
+    /// Never: region files cannot be mmapped, read/write go through the
+    /// server.
+    Off,
 }
 
 /// A generic mount flag passed on to the kernel.
@@ -78,6 +49,46 @@ pub enum MountFlag {
     DirSync,
 }
 
+/// The generic mount flags by name.
+pub const MOUNT_FLAGS: &[(&str, MountFlag)] = &[
+    ("ro", MountFlag::ReadOnly),
+    ("rw", MountFlag::ReadWrite),
+    ("dev", MountFlag::Dev),
+    ("nodev", MountFlag::NoDev),
+    ("suid", MountFlag::Suid),
+    ("nosuid", MountFlag::NoSuid),
+    ("exec", MountFlag::Exec),
+    ("noexec", MountFlag::NoExec),
+    ("atime", MountFlag::Atime),
+    ("noatime", MountFlag::NoAtime),
+    ("sync", MountFlag::Sync),
+    ("async", MountFlag::Async),
+    ("dirsync", MountFlag::DirSync),
+];
+
+/// Options that mount(8) and fstab use and that mean nothing to a FUSE file
+/// system of memory: accepted and ignored so that fstab lines work (so are
+/// `x-*` and `comment=`).
+pub const IGNORED: &[&str] = &[
+    "defaults",
+    "auto",
+    "noauto",
+    "nofail",
+    "_netdev",
+    "user",
+    "users",
+    "nouser",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "lazytime",
+    "nolazytime",
+    "diratime",
+    "nodiratime",
+    "nosymfollow",
+    "symfollow",
+];
+
 /// Everything the mount options say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -89,14 +100,13 @@ pub struct Options {
     /// be multiples of it.
     pub align: u64,
     /// `backing=KIND`: the backing of new regions.
-    pub backing: BackingKind,
+    pub backing: Backing,
     /// `max_regions=N`: how many regions may exist at once.
     pub max_regions: u64,
     /// `debug`: log every request (implies `-f`).
     pub debug: bool,
-    /// `passthrough=auto|off`: answer opens with FUSE passthrough when the
-    /// kernel allows it (`auto`), or never (`off`: no mmap of region files).
-    pub passthrough: bool,
+    /// `passthrough=auto|off`.
+    pub passthrough: Passthrough,
     /// `fsname=NAME`: the mount's source as shown in mountinfo.
     pub fsname: Option<String>,
     /// Generic mount flags, in the order given.
@@ -105,6 +115,154 @@ pub struct Options {
 
 /// Default for `max_regions`.
 pub const DEFAULT_MAX_REGIONS: u64 = 65536;
+
+/// One msharefs option: its name, how its value is written, what it means,
+/// its default as help and docs show it, and how it is applied.
+pub struct Spec {
+    /// The name in `-o`.
+    pub name: &'static str,
+    /// How the value is written (`SIZE`, `KIND`, …); `None` for a flag.
+    pub value: Option<&'static str>,
+    /// What it means, for `--help`.
+    pub help: &'static str,
+    /// The default, as `--help` and the docs show it.
+    pub default: &'static str,
+    /// Applies the value (`None` for a flag).
+    apply: fn(&mut Options, Option<&str>) -> Result<(), String>,
+}
+
+impl Spec {
+    /// How it is written in help: `name` or `name=VALUE`.
+    pub fn synopsis(&self) -> String {
+        match self.value {
+            Some(v) => format!("{}={v}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+}
+
+fn value<'a>(v: Option<&'a str>, what: &str) -> Result<&'a str, String> {
+    v.ok_or_else(|| format!("needs {what}"))
+}
+
+/// The msharefs options.
+pub const OPTIONS: &[Spec] = &[
+    Spec {
+        name: "align",
+        value: Some("SIZE"),
+        help: "region alignment reported by mshare_info; start and size of every region \
+               must be multiples of it; a power of two >= 4K, with K/M/G/T suffixes \
+               (1G is the size at which hugetlb page tables are shared between processes)",
+        default: "1G",
+        apply: |o, v| {
+            let align = parse_size(value(v, "a size, e.g. align=1G")?)?;
+            if align < PAGE_SIZE || !align.is_power_of_two() {
+                return Err("must be a power of two of at least 4K".into());
+            }
+            o.align = align;
+            Ok(())
+        },
+    },
+    Spec {
+        name: "backing",
+        value: Some("KIND"),
+        help: "memory of new regions: thp (tmpfs huge=always, 2 MiB pages), shmem \
+               (4 KiB pages) or hugetlb (needs /proc/sys/vm/nr_hugepages; files cannot \
+               be mmapped, attach with libmshare)",
+        default: "thp",
+        apply: |o, v| {
+            o.backing = value(v, "thp, shmem or hugetlb")?
+                .parse()
+                .map_err(|_| "must be thp, shmem or hugetlb".to_string())?;
+            Ok(())
+        },
+    },
+    Spec {
+        name: "max_regions",
+        value: Some("N"),
+        help: "most regions that may exist at once; one more is ENOSPC",
+        default: "65536",
+        apply: |o, v| {
+            let n: u64 = value(v, "a number")?
+                .parse()
+                .map_err(|_| "must be a whole number".to_string())?;
+            if n == 0 {
+                return Err("must be at least 1".into());
+            }
+            o.max_regions = n;
+            Ok(())
+        },
+    },
+    Spec {
+        name: "passthrough",
+        value: Some("auto|off"),
+        help: "answer opens with FUSE passthrough so region files can be mmapped; off \
+               serves read/write only and mmap fails with ENODEV",
+        default: "auto",
+        apply: |o, v| {
+            o.passthrough = match v {
+                Some("auto") => Passthrough::Auto,
+                Some("off") => Passthrough::Off,
+                _ => return Err("must be auto or off".into()),
+            };
+            Ok(())
+        },
+    },
+    Spec {
+        name: "allow_other",
+        value: None,
+        help: "let every user use the mount",
+        default: "on when run as root",
+        apply: |o, _| {
+            o.allow_other = true;
+            Ok(())
+        },
+    },
+    Spec {
+        name: "default_permissions",
+        value: None,
+        help: "let the kernel check mode bits",
+        default: "on when run as root",
+        apply: |o, _| {
+            o.default_permissions = true;
+            Ok(())
+        },
+    },
+    Spec {
+        name: "fsname",
+        value: Some("NAME"),
+        help: "source shown in /proc/mounts",
+        default: "SOURCE, else msharefs",
+        apply: |o, v| {
+            let v = value(v, "a name")?;
+            if v.is_empty() || v.contains(char::is_whitespace) {
+                return Err("must be a non-empty name without spaces".into());
+            }
+            o.fsname = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Spec {
+        name: "subtype",
+        value: Some("msharefs"),
+        help: "passed by mount.fuse3; always msharefs",
+        default: "msharefs",
+        apply: |_, v| match v {
+            Some(FS_SUBTYPE) => Ok(()),
+            _ => Err("the subtype is always msharefs".into()),
+        },
+    },
+    Spec {
+        name: "debug",
+        value: None,
+        help: "log every request; implies -f",
+        default: "off",
+        apply: |o, _| {
+            o.debug = true;
+            Ok(())
+        },
+    },
+];
 
 impl Options {
     /// The defaults; `as_root` turns on `allow_other` and
@@ -115,145 +273,105 @@ impl Options {
             allow_other: as_root,
             default_permissions: as_root,
             align: DEFAULT_ALIGNMENT,
-            backing: BackingKind::Thp,
+            backing: Backing::Thp,
             max_regions: DEFAULT_MAX_REGIONS,
             debug: false,
-            passthrough: true,
+            passthrough: Passthrough::Auto,
             fsname: None,
             flags: Vec::new(),
         }
     }
 
-    /// Applies one comma-separated `-o` argument.
+    /// Applies one comma-separated `-o` argument; a refused option changes
+    /// nothing.
     pub fn apply(&mut self, list: &str) -> Result<(), OptionError> {
+        let mut next = self.clone();
         for opt in list.split(',').filter(|o| !o.is_empty()) {
-            self.apply_one(opt)?;
+            next.apply_one(opt).map_err(|why| OptionError {
+                option: opt.to_string(),
+                why,
+            })?;
         }
+        *self = next;
         Ok(())
     }
 
-    fn apply_one(&mut self, opt: &str) -> Result<(), OptionError> {
+    fn apply_one(&mut self, opt: &str) -> Result<(), String> {
         let (name, value) = match opt.split_once('=') {
             Some((n, v)) => (n, Some(v)),
             None => (opt, None),
         };
-        let bad = |why: &str| OptionError {
-            option: opt.to_string(),
-            why: why.to_string(),
-        };
-        let no_value = || match value {
-            None => Ok(()),
-            Some(_) => Err(bad("takes no value")),
-        };
-        let flag = |f: MountFlag| no_value().map(|()| Some(f));
-        let new_flag = match name {
-            "allow_other" => {
-                no_value()?;
-                self.allow_other = true;
-                None
+        if let Some(spec) = OPTIONS.iter().find(|s| s.name == name) {
+            if spec.value.is_none() && value.is_some() {
+                return Err("takes no value".into());
             }
-            "default_permissions" => {
-                no_value()?;
-                self.default_permissions = true;
-                None
-            }
-            "debug" => {
-                no_value()?;
-                self.debug = true;
-                None
-            }
-            "align" => {
-                let v = value.ok_or_else(|| bad("needs a size, e.g. align=1G"))?;
-                let align = parse_size(v).map_err(|e| bad(&e))?;
-                if align < PAGE_SIZE || !align.is_power_of_two() {
-                    return Err(bad("must be a power of two of at least 4K"));
-                }
-                self.align = align;
-                None
-            }
-            "backing" => {
-                let v = value.ok_or_else(|| bad("needs thp, shmem or hugetlb"))?;
-                self.backing =
-                    BackingKind::parse(v).ok_or_else(|| bad("must be thp, shmem or hugetlb"))?;
-                None
-            }
-            "passthrough" => {
-                self.passthrough = match value {
-                    Some("auto") => true,
-                    Some("off") => false,
-                    _ => return Err(bad("must be auto or off")),
-                };
-                None
-            }
-            "max_regions" => {
-                let v = value.ok_or_else(|| bad("needs a number"))?;
-                let n: u64 = v.parse().map_err(|_| bad("must be a whole number"))?;
-                if n == 0 {
-                    return Err(bad("must be at least 1"));
-                }
-                self.max_regions = n;
-                None
-            }
-            "fsname" => {
-                let v = value.ok_or_else(|| bad("needs a name"))?;
-                if v.is_empty() || v.contains(char::is_whitespace) {
-                    return Err(bad("must be a non-empty name without spaces"));
-                }
-                self.fsname = Some(v.to_string());
-                None
-            }
-            "subtype" => {
-                // mount.fuse3 passes the subtype it derived from the type;
-                // ours is fixed.
-                match value {
-                    Some(libmshare::abi::FS_SUBTYPE) => None,
-                    _ => return Err(bad("the subtype is always msharefs")),
-                }
-            }
-            "ro" => flag(MountFlag::ReadOnly)?,
-            "rw" => flag(MountFlag::ReadWrite)?,
-            "dev" => flag(MountFlag::Dev)?,
-            "nodev" => flag(MountFlag::NoDev)?,
-            "suid" => flag(MountFlag::Suid)?,
-            "nosuid" => flag(MountFlag::NoSuid)?,
-            "exec" => flag(MountFlag::Exec)?,
-            "noexec" => flag(MountFlag::NoExec)?,
-            "atime" => flag(MountFlag::Atime)?,
-            "noatime" => flag(MountFlag::NoAtime)?,
-            "sync" => flag(MountFlag::Sync)?,
-            "async" => flag(MountFlag::Async)?,
-            "dirsync" => flag(MountFlag::DirSync)?,
-            // Options mount(8) and fstab use that mean nothing to a FUSE
-            // file system of memory: accepted so fstab lines work.
-            "defaults" | "auto" | "noauto" | "nofail" | "_netdev" | "user" | "users" | "nouser"
-            | "relatime" | "norelatime" | "strictatime" | "lazytime" | "nolazytime"
-            | "diratime" | "nodiratime" | "nosymfollow" | "symfollow" => None,
-            n if n.starts_with("x-") || n == "comment" => None,
-            _ => return Err(bad("unknown option (see msharefs --help)")),
-        };
-        if let Some(f) = new_flag {
-            self.flags.push(f);
+            return (spec.apply)(self, value);
         }
-        Ok(())
+        if let Some((_, flag)) = MOUNT_FLAGS.iter().find(|(n, _)| *n == name) {
+            if value.is_some() {
+                return Err("takes no value".into());
+            }
+            self.flags.push(*flag);
+            return Ok(());
+        }
+        if IGNORED.contains(&name) || name.starts_with("x-") || name == "comment" {
+            return Ok(());
+        }
+        Err("unknown option (see msharefs --help)".into())
     }
 }
 
+/// The mount options part of `msharefs --help`.
+pub fn help() -> String {
+    let mut out = String::from("Mount options (-o OPT[,OPT...], may be repeated):\n");
+    for spec in OPTIONS {
+        let text = format!("{} [default: {}]", spec.help, spec.default);
+        let _ = writeln!(out, "  {:<22} {}", spec.synopsis(), wrap(&text, 25, 80));
+    }
+    let flags: Vec<_> = MOUNT_FLAGS.iter().map(|(n, _)| *n).collect();
+    let _ = writeln!(
+        out,
+        "  {}\n  {:<22} the generic mount flags",
+        wrap(&flags.join(", "), 2, 80),
+        ""
+    );
+    let _ = writeln!(
+        out,
+        "  {}, x-*, comment=\n  {:<22} accepted and ignored, so that fstab lines work",
+        wrap(&IGNORED.join(", "), 2, 80),
+        ""
+    );
+    out
+}
+
+/// Wraps `text` at `width` columns, indenting continuation lines by `indent`.
+fn wrap(text: &str, indent: usize, width: usize) -> String {
+    let mut out = String::new();
+    let mut col = indent;
+    for word in text.split(' ') {
+        if col > indent && col + 1 + word.len() > width {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+            col = indent;
+        } else if col > indent {
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(word);
+        col += word.len();
+    }
+    out
+}
+
 /// A mount option that could not be applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad mount option '{option}': {why}")]
 pub struct OptionError {
     /// The option as given.
     pub option: String,
     /// Why it was refused.
     pub why: String,
 }
-
-impl fmt::Display for OptionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bad mount option '{}': {}", self.option, self.why)
-    }
-}
-
-impl std::error::Error for OptionError {}
 
 #[cfg(test)]
 mod tests {
@@ -266,7 +384,50 @@ mod tests {
         let user = Options::defaults(false);
         assert!(!user.allow_other && !user.default_permissions);
         assert_eq!(root.align, 1 << 30);
-        assert_eq!(root.backing, BackingKind::Thp);
+        assert_eq!(root.backing, Backing::Thp);
+    }
+
+    #[test]
+    fn shown_defaults_are_the_code_defaults() {
+        for spec in OPTIONS.iter().filter(|s| s.value.is_some()) {
+            if spec.name == "fsname" {
+                continue; // no fixed value: derived from SOURCE
+            }
+            let mut o = Options::defaults(false);
+            o.apply(&format!("{}={}", spec.name, spec.default)).unwrap();
+            assert_eq!(o, Options::defaults(false), "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn documented_defaults_are_the_code_defaults() {
+        let doc = include_str!("../../Documentation/msharefs.md");
+        let strip = |s: &str| s.replace('`', "").trim().to_string();
+        for spec in OPTIONS {
+            let cell = format!("| `{}", spec.name);
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&cell))
+                .unwrap_or_else(|| {
+                    panic!("Documentation/msharefs.md has no row for {}", spec.name)
+                });
+            let default = row.trim_end_matches('|').rsplit('|').next().unwrap();
+            assert_eq!(
+                strip(default),
+                spec.default,
+                "documented default of {}",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn help_lists_every_option_with_its_default() {
+        let h = help();
+        for spec in OPTIONS {
+            assert!(h.contains(&spec.synopsis()), "{}", spec.name);
+        }
+        assert!(h.contains("[default: 1G]") && h.contains("nosuid"), "{h}");
     }
 
     #[test]
@@ -275,10 +436,12 @@ mod tests {
         o.apply("align=2M,backing=hugetlb,max_regions=7,allow_other,nosuid,rw,defaults,x-systemd.automount")
             .unwrap();
         assert_eq!(o.align, 2 << 20);
-        assert_eq!(o.backing, BackingKind::Hugetlb);
+        assert_eq!(o.backing, Backing::Hugetlb);
         assert_eq!(o.max_regions, 7);
         assert!(o.allow_other);
         assert_eq!(o.flags, vec![MountFlag::NoSuid, MountFlag::ReadWrite]);
+        o.apply("passthrough=off").unwrap();
+        assert_eq!(o.passthrough, Passthrough::Off);
     }
 
     #[test]
@@ -295,12 +458,14 @@ mod tests {
             "passthrough",
             "passthrough=yes",
             "nosuid=1",
+            "debug=1",
             "subtype=other",
             "fsname=",
         ] {
             let err = o.apply(bad).unwrap_err();
             assert_eq!(err.option, bad, "{bad}");
         }
+        o.apply("align=2M,bogus").unwrap_err();
         assert_eq!(
             o,
             Options::defaults(false),

@@ -1,71 +1,49 @@
-//! The few raw system calls that neither `nix` nor `std` wrap.
+//! The system calls that `nix` does not wrap, and taking over a descriptor
+//! named on the command line.
 //!
 //! # Safety
 //!
-//! Each call passes NUL-terminated strings that outlive the call and checks
-//! the result before turning a returned descriptor into an `OwnedFd`.
+//! [`fuse_device`] takes ownership of a descriptor number that the process
+//! inherited, after checking through `/proc/self/fd` that it is open and is
+//! `/dev/fuse`.
+#![allow(unsafe_code)]
 
-use std::ffi::CStr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use nix::errno::Errno;
+use rustix::mount::{
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
+    MountAttrFlags,
+};
 
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-
-fn fd_result(ret: libc::c_long) -> Result<OwnedFd, Errno> {
-    if ret < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) })
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
 }
 
 /// Creates a detached mount of a new file system instance (`fsopen`,
 /// `fsconfig`, `fsmount`): never visible in any mount namespace, gone when
 /// the returned descriptor and every file opened under it are closed.
-pub fn detached_mount(fstype: &CStr, options: &[(&CStr, &CStr)]) -> Result<OwnedFd, Errno> {
-    // SAFETY: `fstype` is a valid C string for the duration of the call.
-    let fs =
-        fd_result(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
+pub fn detached_mount(fstype: &str, options: &[(&str, &str)]) -> Result<OwnedFd, Errno> {
+    let fs = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).map_err(errno)?;
     for (key, value) in options {
-        // SAFETY: `key` and `value` are valid C strings; aux must be 0.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                key.as_ptr(),
-                value.as_ptr(),
-                0,
-            )
-        };
-        if ret < 0 {
-            return Err(Errno::last());
-        }
+        fsconfig_set_string(&fs, *key, *value).map_err(errno)?;
     }
-    // SAFETY: null key and value are what FSCONFIG_CMD_CREATE takes.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    if ret < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: plain integer arguments.
-    fd_result(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+    fsconfig_create(&fs).map_err(errno)?;
+    fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(errno)
 }
 
-/// `fstat` of a descriptor: (`st_size`, `st_blocks` in 512-byte units).
-pub fn size_and_blocks(fd: impl AsFd) -> Result<(u64, u64), Errno> {
-    let st = nix::sys::stat::fstat(fd.as_fd())?;
-    Ok((st.st_size as u64, st.st_blocks as u64))
+/// The `/dev/fuse` descriptor `fd`, which this process inherited from a
+/// privileged helper that mounted it (`/dev/fd/N` on the command line, as
+/// libfuse accepts); from here on the caller owns it.
+pub fn fuse_device(fd: RawFd) -> Result<OwnedFd, String> {
+    let link = format!("/proc/self/fd/{fd}");
+    let meta = std::fs::metadata(&link).map_err(|e| format!("/dev/fd/{fd}: {e}"))?;
+    let fuse_dev = libc::makedev(10, 229);
+    if !meta.file_type().is_char_device() || meta.rdev() != fuse_dev {
+        return Err(format!("/dev/fd/{fd}: not a /dev/fuse descriptor"));
+    }
+    // SAFETY: the descriptor is open (its /proc link resolved) and was
+    // handed to this process to serve; nothing else in it owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -2,7 +2,7 @@
 //! unmounts and stops its server, a child-process helper, /proc/meminfo
 //! readers and a hugetlb pool guard.
 //!
-//! Every test that mounts holds the guard returned by [`Mount::new`], which
+//! Every test that mounts holds the guard returned by [`Server::mount`], which
 //! also serialises the tests: they read system-wide counters
 //! (`/proc/meminfo`), which parallel tests would disturb.
 #![deny(missing_docs)]
@@ -20,8 +20,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
-pub use libmshare::abi::{MshareCreate, MshareInfo, MshareUnmap};
 pub use libmshare::ioctl;
+pub use mshare_uapi::{MshareCreate, MshareInfo, MshareUnmap};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -84,7 +84,7 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// A running `msharefs -f` on a fresh temporary directory. Dropping it
 /// stops the server (SIGTERM, then SIGKILL), detaches the mount if it is
 /// still there and removes the directory, also when the test failed.
-pub struct Mount {
+pub struct Server {
     /// The mount point.
     pub dir: PathBuf,
     _tmp: tempfile::TempDir,
@@ -93,14 +93,14 @@ pub struct Mount {
     _serial: MutexGuard<'static, ()>,
 }
 
-impl Mount {
+impl Server {
     /// Mounts with `-o opts` (may be empty).
-    pub fn new(opts: &str) -> Mount {
+    pub fn mount(opts: &str) -> Server {
         Self::with_args(&["-o", &format!("fsname=msharefs-test,{opts}")])
     }
 
     /// Mounts with these extra arguments before the mount point.
-    pub fn with_args(args: &[&str]) -> Mount {
+    pub fn with_args(args: &[&str]) -> Server {
         Self::start(args, None)
     }
 
@@ -108,7 +108,7 @@ impl Mount {
     /// with `allow_other,default_permissions`) and starts the server on
     /// `/dev/fd/N` with CAP_SYS_ADMIN dropped from its capability bounding
     /// set, so it runs as root without CAP_SYS_ADMIN.
-    pub fn premounted_without_cap_sys_admin(opts: &str) -> Mount {
+    pub fn premounted_without_cap_sys_admin(opts: &str) -> Server {
         let fuse = nix::fcntl::open(
             "/dev/fuse",
             nix::fcntl::OFlag::O_RDWR,
@@ -123,7 +123,7 @@ impl Mount {
         Self::start(&args, Some((target, mount_data, fuse)))
     }
 
-    fn start(args: &[&str], premount: Option<(String, String, OwnedFd)>) -> Mount {
+    fn start(args: &[&str], premount: Option<(String, String, OwnedFd)>) -> Server {
         use std::os::unix::process::CommandExt;
         let serial = serial();
         let tmp = tempfile::Builder::new()
@@ -173,7 +173,7 @@ impl Mount {
             .spawn()
             .expect("spawn msharefs");
         drop(keep_fd);
-        let mut m = Mount {
+        let mut m = Server {
             dir,
             _tmp: tmp,
             child: Some(child),
@@ -238,7 +238,7 @@ impl Mount {
     }
 }
 
-impl Drop for Mount {
+impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
@@ -258,7 +258,7 @@ impl Drop for Mount {
     }
 }
 
-/// Unmounts (lazily) a mount made by something other than [`Mount`] —
+/// Unmounts (lazily) a mount made by something other than [`Server`] —
 /// `mount(8)`, a background server — when dropped, also when the test
 /// failed; a background server exits when its mount goes.
 pub struct UnmountOnDrop(pub PathBuf);
@@ -313,35 +313,37 @@ pub fn meminfo(key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in /proc/meminfo"))
 }
 
-/// Sets the hugetlb pool to `pages` 2 MiB pages while alive; restores the
-/// old size on drop. It borrows a [`Mount`], whose serial lock keeps other
-/// tests from changing the pool meanwhile.
+/// Grows the hugetlb pool by `pages` 2 MiB pages while alive, whatever its
+/// size was; restores the old size on drop. It borrows a [`Server`], whose
+/// serial lock keeps other tests from changing the pool meanwhile.
 pub struct HugePool<'m> {
     old: u64,
-    _mount: std::marker::PhantomData<&'m Mount>,
+    _mount: std::marker::PhantomData<&'m Server>,
 }
 
 const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 
 impl<'m> HugePool<'m> {
-    /// Reserves `pages` pages; panics if the kernel gives fewer.
-    pub fn reserve(_serialised_by: &'m Mount, pages: u64) -> HugePool<'m> {
+    /// Adds `pages` free pages to the pool; panics if the kernel gives
+    /// fewer.
+    pub fn reserve(_serialised_by: &'m Server, pages: u64) -> HugePool<'m> {
         let read = || -> u64 {
             let text = fs::read_to_string(NR_HUGEPAGES).unwrap();
             text.trim().parse().unwrap()
         };
         let old = read();
-        fs::write(NR_HUGEPAGES, pages.to_string()).expect("write nr_hugepages (needs root)");
-        if read() < pages {
+        let want = old + pages;
+        fs::write(NR_HUGEPAGES, want.to_string()).expect("write nr_hugepages (needs root)");
+        if read() < want {
             // Fragmented memory: drop caches, compact, and ask again.
             let _ = fs::write("/proc/sys/vm/drop_caches", "3");
             let _ = fs::write("/proc/sys/vm/compact_memory", "1");
-            let _ = fs::write(NR_HUGEPAGES, pages.to_string());
+            let _ = fs::write(NR_HUGEPAGES, want.to_string());
         }
         let got = read();
         assert!(
-            got >= pages,
-            "asked for {pages} huge pages, the kernel gave {got}"
+            got >= want,
+            "asked for {pages} more huge pages ({want} in all), the kernel gave {got}"
         );
         HugePool {
             old,

@@ -4,13 +4,15 @@
 //! Exit status: 0 success, 1 an operation failed (the message names it and
 //! the errno), 2 bad usage. A closed stdout (`msharectl list | head`) is not
 //! an error.
+#![forbid(unsafe_code)]
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use libmshare::{parse_size, Backing, CreateOptions, Mount};
+use libmshare::{CreateOptions, Mount};
+use mshare_uapi::{parse_size, Backing, INFO_FILE_NAME};
 
 /// Create, inspect and remove msharefs regions.
 #[derive(Parser, Debug)]
@@ -36,16 +38,17 @@ enum Command {
         /// Region name (may contain directories that exist).
         name: String,
         /// Size, a multiple of the alignment (4096, 2M, 1G, ...).
-        size: String,
+        #[arg(value_parser = parse_size)]
+        size: u64,
         /// Start address (hex with 0x, or decimal); default: the server chooses.
-        #[arg(long, value_name = "ADDR")]
-        start: Option<String>,
-        /// Backing: thp, shmem or hugetlb [default: the mount's backing=].
+        #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+        start: Option<u64>,
+        /// Backing [default: the mount's backing=].
         #[arg(long, value_name = "KIND")]
-        backing: Option<String>,
+        backing: Option<Backing>,
         /// Permission bits, octal.
-        #[arg(long, default_value = "600")]
-        mode: String,
+        #[arg(long, default_value = "600", value_parser = parse_mode)]
+        mode: u32,
         /// Do not create the object over the whole region.
         #[arg(long)]
         no_object: bool,
@@ -64,42 +67,48 @@ enum Command {
     },
 }
 
-/// A failure: the message for stderr and the exit code.
-struct Failure(String, u8);
+/// Why msharectl failed.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    /// A libmshare operation failed.
+    #[error(transparent)]
+    Mshare(#[from] libmshare::Error),
+    /// Reading the mount or writing the output failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The arguments do not fit the mount.
+    #[error("{0}")]
+    Usage(String),
+}
 
-impl From<libmshare::Error> for Failure {
-    fn from(e: libmshare::Error) -> Self {
-        Failure(e.to_string(), 1)
+impl Error {
+    /// The documented exit status.
+    fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether the reader of our output went away (not an error).
+    fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::BrokenPipe)
     }
 }
 
-impl From<io::Error> for Failure {
-    fn from(e: io::Error) -> Self {
-        Failure(e.to_string(), 1)
-    }
-}
-
-fn usage(msg: String) -> Failure {
-    Failure(msg, 2)
-}
-
-fn parse_addr(s: &str) -> Result<u64, Failure> {
+fn parse_addr(s: &str) -> Result<u64, String> {
     let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => s.parse(),
     };
-    parsed.map_err(|_| usage(format!("'{s}' is not an address (e.g. 0x100000000)")))
+    parsed.map_err(|_| format!("'{s}' is not an address (e.g. 0x100000000)"))
 }
 
-fn parse_backing(s: &str) -> Result<Backing, Failure> {
-    match s {
-        "thp" => Ok(Backing::Thp),
-        "shmem" => Ok(Backing::Shmem),
-        "hugetlb" => Ok(Backing::Hugetlb),
-        _ => Err(usage(format!(
-            "'{s}' is not a backing (thp, shmem or hugetlb)"
-        ))),
-    }
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("'{s}' is not an octal mode"))
 }
 
 /// One line of `list` / `show`.
@@ -127,14 +136,14 @@ fn regions(dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
         let name = format!("{prefix}{}", e.file_name().to_string_lossy());
         if e.file_type()?.is_dir() {
             regions(&e.path(), &format!("{name}/"), out)?;
-        } else if name != libmshare::abi::INFO_FILE_NAME {
+        } else if name != INFO_FILE_NAME {
             out.push(name);
         }
     }
     Ok(())
 }
 
-fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
+fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
     let mount = Mount::find(cli.dir.as_deref())?;
     match cli.command {
         Command::Info => {
@@ -157,23 +166,19 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Failure> {
             mode,
             no_object,
         } => {
-            let size = parse_size(&size).map_err(usage)?;
             if size == 0 || size % mount.alignment() != 0 {
-                return Err(usage(format!(
+                return Err(Error::Usage(format!(
                     "the size must be a non-zero multiple of the alignment ({} bytes)",
                     mount.alignment()
                 )));
             }
-            let start = start.as_deref().map(parse_addr).transpose()?.unwrap_or(0);
-            let mode = u32::from_str_radix(&mode, 8)
-                .map_err(|_| usage(format!("'{mode}' is not an octal mode")))?;
             let opts = CreateOptions {
-                backing: backing.as_deref().map(parse_backing).transpose()?,
+                backing,
                 mode,
                 exclusive: true,
                 whole_object: !no_object,
             };
-            let region = mount.create(&name, start, size, &opts)?;
+            let region = mount.create(&name, start.unwrap_or(0), size, &opts)?;
             let info = region.info()?;
             writeln!(out, "{name}\t{:#x}\t{}", info.start, info.size)?;
         }
@@ -194,12 +199,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    match run(cli, &mut out).and_then(|()| out.flush().map_err(Failure::from)) {
+    match run(cli, &mut out).and_then(|()| out.flush().map_err(Error::from)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(msg, _)) if msg.contains("Broken pipe") => ExitCode::SUCCESS,
-        Err(Failure(msg, code)) => {
-            eprintln!("msharectl: {msg}");
-            ExitCode::from(code)
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("msharectl: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

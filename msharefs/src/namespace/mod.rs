@@ -11,15 +11,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use fuser::{FileType, INodeNo};
+use mshare_uapi::INFO_FILE_NAME;
 use nix::errno::Errno;
 
 use crate::fail::{ensure, Fail};
 use crate::region::Region;
 
 /// Inode number of the root directory.
-pub const ROOT: u64 = 1;
+pub const ROOT: INodeNo = INodeNo(1);
 /// Inode number of `mshare_info`.
-pub const INFO: u64 = 2;
+pub const INFO: INodeNo = INodeNo(2);
 /// Longest name accepted.
 pub const NAME_MAX: usize = 255;
 
@@ -62,7 +64,7 @@ impl Meta {
 #[derive(Debug)]
 pub enum Kind {
     /// A directory: names to inode numbers.
-    Dir(BTreeMap<OsString, u64>),
+    Dir(BTreeMap<OsString, INodeNo>),
     /// A region file.
     Region(Arc<Region>),
     /// The read-only `mshare_info` file.
@@ -79,13 +81,13 @@ pub struct Node {
     /// Names pointing at it (0 once unlinked; directories compute theirs).
     links: u32,
     /// Parent directory (for `..`).
-    pub parent: u64,
+    pub parent: INodeNo,
     /// Kernel lookup references, decremented by `forget`.
     lookups: AtomicU64,
 }
 
 impl Node {
-    fn new(kind: Kind, meta: Meta, parent: u64) -> Self {
+    fn new(kind: Kind, meta: Meta, parent: INodeNo) -> Self {
         Node {
             kind,
             meta,
@@ -111,6 +113,14 @@ impl Node {
         }
     }
 
+    /// Its file type.
+    pub fn file_type(&self) -> FileType {
+        match self.kind {
+            Kind::Dir(_) => FileType::Directory,
+            _ => FileType::RegularFile,
+        }
+    }
+
     /// Whether a name still points at it.
     pub fn is_linked(&self) -> bool {
         self.links > 0
@@ -122,11 +132,34 @@ impl Node {
     }
 }
 
+/// One entry of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The inode it names.
+    pub ino: INodeNo,
+    /// Directory or regular file.
+    pub kind: FileType,
+    /// The name.
+    pub name: OsString,
+}
+
+/// Which kind of name a removal takes away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// `unlink`: a region (never a directory).
+    File,
+    /// `rmdir`: an empty directory.
+    Dir,
+}
+
 /// The tree.
 #[derive(Debug)]
 pub struct Namespace {
-    nodes: HashMap<u64, Node>,
+    /// Every node that exists, by inode number.
+    nodes: HashMap<INodeNo, Node>,
+    /// The number the next node gets (never reused).
     next_ino: u64,
+    /// Region nodes (linked or still open), for `max_regions`.
     regions: u64,
 }
 
@@ -145,7 +178,7 @@ impl Namespace {
     pub fn new(uid: u32, gid: u32) -> Self {
         let mut nodes = HashMap::new();
         let mut root = BTreeMap::new();
-        root.insert(OsString::from(libmshare::abi::INFO_FILE_NAME), INFO);
+        root.insert(OsString::from(INFO_FILE_NAME), INFO);
         nodes.insert(
             ROOT,
             Node::new(Kind::Dir(root), Meta::new(0o1777, uid, gid), ROOT),
@@ -156,33 +189,33 @@ impl Namespace {
         );
         Namespace {
             nodes,
-            next_ino: INFO + 1,
+            next_ino: INFO.0 + 1,
             regions: 0,
         }
     }
 
     /// The node `ino`.
-    pub fn node(&self, ino: u64) -> Result<&Node, Fail> {
+    pub fn node(&self, ino: INodeNo) -> Result<&Node, Fail> {
         self.nodes
             .get(&ino)
             .ok_or(Fail::new(Errno::ENOENT, "no such inode"))
     }
 
     /// The node `ino`, mutable.
-    pub fn node_mut(&mut self, ino: u64) -> Result<&mut Node, Fail> {
+    pub fn node_mut(&mut self, ino: INodeNo) -> Result<&mut Node, Fail> {
         self.nodes
             .get_mut(&ino)
             .ok_or(Fail::new(Errno::ENOENT, "no such inode"))
     }
 
-    fn dir(&self, ino: u64) -> Result<&BTreeMap<OsString, u64>, Fail> {
+    fn dir(&self, ino: INodeNo) -> Result<&BTreeMap<OsString, INodeNo>, Fail> {
         match &self.node(ino)?.kind {
             Kind::Dir(e) => Ok(e),
             _ => Err(Fail::new(Errno::ENOTDIR, "not a directory")),
         }
     }
 
-    fn dir_mut(&mut self, ino: u64) -> Result<&mut BTreeMap<OsString, u64>, Fail> {
+    fn dir_mut(&mut self, ino: INodeNo) -> Result<&mut BTreeMap<OsString, INodeNo>, Fail> {
         match &mut self.node_mut(ino)?.kind {
             Kind::Dir(e) => Ok(e),
             _ => Err(Fail::new(Errno::ENOTDIR, "not a directory")),
@@ -190,7 +223,7 @@ impl Namespace {
     }
 
     /// The inode `name` in `parent` names.
-    pub fn child(&self, parent: u64, name: &OsStr) -> Result<u64, Fail> {
+    pub fn child(&self, parent: INodeNo, name: &OsStr) -> Result<INodeNo, Fail> {
         self.dir(parent)?
             .get(name)
             .copied()
@@ -203,25 +236,25 @@ impl Namespace {
     }
 
     /// The inode number the next [`Self::insert`] will use.
-    pub fn next_ino(&self) -> u64 {
-        self.next_ino
+    pub fn next_ino(&self) -> INodeNo {
+        INodeNo(self.next_ino)
     }
 
     /// Adds `name` in `parent`; returns its inode number.
     pub fn insert(
         &mut self,
-        parent: u64,
+        parent: INodeNo,
         name: &OsStr,
         kind: Kind,
         meta: Meta,
-    ) -> Result<u64, Fail> {
+    ) -> Result<INodeNo, Fail> {
         check_name(name)?;
         ensure(
             self.node(parent)?.is_linked(),
             Errno::ENOENT,
             "directory was removed",
         )?;
-        let ino = self.next_ino;
+        let ino = self.next_ino();
         let entries = self.dir_mut(parent)?;
         ensure(!entries.contains_key(name), Errno::EEXIST, "name exists")?;
         entries.insert(name.to_owned(), ino);
@@ -236,29 +269,30 @@ impl Namespace {
         Ok(ino)
     }
 
-    /// Removes the name of a non-directory. Returns the inode it named.
-    pub fn unlink(&mut self, parent: u64, name: &OsStr) -> Result<u64, Fail> {
+    /// Removes a name: a region's (`unlink`) or an empty directory's
+    /// (`rmdir`). Returns the inode it named.
+    pub fn remove(
+        &mut self,
+        parent: INodeNo,
+        name: &OsStr,
+        removal: Removal,
+    ) -> Result<INodeNo, Fail> {
         let ino = self.child(parent, name)?;
-        ensure(ino != INFO, Errno::EPERM, "mshare_info cannot be removed")?;
-        ensure(
-            !matches!(self.node(ino)?.kind, Kind::Dir(_)),
-            Errno::EISDIR,
-            "is a directory",
-        )?;
-        self.dir_mut(parent)?.remove(name);
-        self.touch_dir(parent);
-        self.drop_link(ino);
-        Ok(ino)
-    }
-
-    /// Removes an empty directory.
-    pub fn rmdir(&mut self, parent: u64, name: &OsStr) -> Result<u64, Fail> {
-        let ino = self.child(parent, name)?;
-        ensure(
-            self.dir(ino)?.is_empty(),
-            Errno::ENOTEMPTY,
-            "directory not empty",
-        )?;
+        match removal {
+            Removal::File => {
+                ensure(ino != INFO, Errno::EPERM, "mshare_info cannot be removed")?;
+                ensure(
+                    !matches!(self.node(ino)?.kind, Kind::Dir(_)),
+                    Errno::EISDIR,
+                    "is a directory",
+                )?;
+            }
+            Removal::Dir => ensure(
+                self.dir(ino)?.is_empty(),
+                Errno::ENOTEMPTY,
+                "directory not empty",
+            )?,
+        }
         self.dir_mut(parent)?.remove(name);
         self.touch_dir(parent);
         self.drop_link(ino);
@@ -269,12 +303,12 @@ impl Namespace {
     /// compatible target unless `noreplace`. Returns the replaced inode.
     pub fn rename(
         &mut self,
-        parent: u64,
+        parent: INodeNo,
         name: &OsStr,
-        newparent: u64,
+        newparent: INodeNo,
         newname: &OsStr,
         noreplace: bool,
-    ) -> Result<Option<u64>, Fail> {
+    ) -> Result<Option<INodeNo>, Fail> {
         check_name(newname)?;
         let ino = self.child(parent, name)?;
         ensure(ino != INFO, Errno::EPERM, "mshare_info cannot be renamed")?;
@@ -326,32 +360,52 @@ impl Namespace {
         Ok(target)
     }
 
-    /// Replaces the region of a region node (a new backing kind).
-    pub fn set_region(&mut self, ino: u64, region: Arc<Region>) -> Result<(), Fail> {
+    /// Gives region node `ino` a new region (a new backing kind) in place
+    /// of `old`, which must still be its region and still be fresh (not
+    /// open, not sized); `EBUSY` otherwise. The caller releases `old`'s
+    /// memory.
+    pub fn replace_region(
+        &mut self,
+        ino: INodeNo,
+        old: &Arc<Region>,
+        new: Arc<Region>,
+    ) -> Result<(), Fail> {
         let node = self.node_mut(ino)?;
-        ensure(node.region().is_some(), Errno::EINVAL, "not a region")?;
-        node.kind = Kind::Region(region);
+        let current = node
+            .region()
+            .ok_or(Fail::new(Errno::EINVAL, "not a region"))?;
+        ensure(
+            Arc::ptr_eq(current, old) && old.is_fresh(),
+            Errno::EBUSY,
+            "the backing of an open or sized region cannot change",
+        )?;
+        node.kind = Kind::Region(new);
         node.meta.ctime = SystemTime::now();
         Ok(())
     }
 
-    /// A directory's entries, `.` and `..` first, as (inode, is_dir, name).
-    pub fn entries(&self, ino: u64) -> Result<Vec<(u64, bool, OsString)>, Fail> {
+    /// A directory's entries, `.` and `..` first.
+    pub fn entries(&self, ino: INodeNo) -> Result<Vec<DirEntry>, Fail> {
         let entries = self.dir(ino)?;
-        let mut out = vec![
-            (ino, true, OsString::from(".")),
-            (self.node(ino)?.parent, true, OsString::from("..")),
-        ];
+        let dir = |ino, name: &str| DirEntry {
+            ino,
+            kind: FileType::Directory,
+            name: OsString::from(name),
+        };
+        let mut out = vec![dir(ino, "."), dir(self.node(ino)?.parent, "..")];
         for (name, &child) in entries {
-            let is_dir = matches!(self.node(child)?.kind, Kind::Dir(_));
-            out.push((child, is_dir, name.clone()));
+            out.push(DirEntry {
+                ino: child,
+                kind: self.node(child)?.file_type(),
+                name: name.clone(),
+            });
         }
         Ok(out)
     }
 
     /// Drops `n` kernel lookup references. Returns the node if it is now
     /// gone for good (no name, no lookup, no open handle).
-    pub fn forget(&mut self, ino: u64, n: u64) -> Option<Node> {
+    pub fn forget(&mut self, ino: INodeNo, n: u64) -> Option<Node> {
         let node = self.nodes.get(&ino)?;
         let left = node
             .lookups
@@ -368,10 +422,10 @@ impl Namespace {
     }
 
     /// Removes `ino` from the table if nothing refers to it any more.
-    pub fn remove_if_unused(&mut self, ino: u64) -> Option<Node> {
+    pub fn remove_if_unused(&mut self, ino: INodeNo) -> Option<Node> {
         let node = self.nodes.get(&ino)?;
         let open = node.region().is_some_and(|r| r.opens() > 0);
-        if ino <= INFO || node.is_linked() || node.lookups.load(Ordering::Relaxed) > 0 || open {
+        if ino.0 <= INFO.0 || node.is_linked() || node.lookups.load(Ordering::Relaxed) > 0 || open {
             return None;
         }
         let node = self.nodes.remove(&ino)?;
@@ -381,14 +435,14 @@ impl Namespace {
         Some(node)
     }
 
-    fn drop_link(&mut self, ino: u64) {
+    fn drop_link(&mut self, ino: INodeNo) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.links = node.links.saturating_sub(1);
             node.meta.ctime = SystemTime::now();
         }
     }
 
-    fn touch_dir(&mut self, ino: u64) {
+    fn touch_dir(&mut self, ino: INodeNo) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.meta.mtime = SystemTime::now();
             node.meta.ctime = node.meta.mtime;
@@ -397,113 +451,4 @@ impl Namespace {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ns() -> Namespace {
-        Namespace::new(0, 0)
-    }
-    fn dir() -> Kind {
-        Kind::Dir(BTreeMap::new())
-    }
-    fn meta() -> Meta {
-        Meta::new(0o755, 1000, 1000)
-    }
-    fn os(s: &str) -> &OsStr {
-        OsStr::new(s)
-    }
-
-    #[test]
-    fn info_file_is_fixed() {
-        let mut n = ns();
-        assert_eq!(n.child(ROOT, os("mshare_info")), Ok(INFO));
-        assert_eq!(
-            n.unlink(ROOT, os("mshare_info")).unwrap_err().errno,
-            Errno::EPERM
-        );
-        assert_eq!(
-            n.rename(ROOT, os("mshare_info"), ROOT, os("x"), false)
-                .unwrap_err()
-                .errno,
-            Errno::EPERM
-        );
-        n.insert(ROOT, os("a"), dir(), meta()).unwrap();
-        assert_eq!(
-            n.rename(ROOT, os("a"), ROOT, os("mshare_info"), false)
-                .unwrap_err()
-                .errno,
-            Errno::EPERM
-        );
-    }
-
-    #[test]
-    fn directories() {
-        let mut n = ns();
-        let d = n.insert(ROOT, os("d"), dir(), meta()).unwrap();
-        let e = n.insert(d, os("e"), dir(), meta()).unwrap();
-        assert_eq!(
-            n.insert(ROOT, os("d"), dir(), meta()).unwrap_err().errno,
-            Errno::EEXIST
-        );
-        assert_eq!(n.node(d).unwrap().nlink(), 3);
-        assert_eq!(n.rmdir(ROOT, os("d")).unwrap_err().errno, Errno::ENOTEMPTY);
-        assert_eq!(
-            n.rename(ROOT, os("d"), e, os("x"), false)
-                .unwrap_err()
-                .errno,
-            Errno::EINVAL
-        );
-        assert_eq!(n.unlink(ROOT, os("d")).unwrap_err().errno, Errno::EISDIR);
-        assert_eq!(n.rmdir(d, os("e")), Ok(e));
-        assert!(n.remove_if_unused(e).is_some());
-        assert_eq!(n.rmdir(ROOT, os("d")), Ok(d));
-        assert_eq!(n.child(ROOT, os("d")).unwrap_err().errno, Errno::ENOENT);
-        let long = "x".repeat(256);
-        assert_eq!(
-            n.insert(ROOT, os(&long), dir(), meta()).unwrap_err().errno,
-            Errno::ENAMETOOLONG
-        );
-    }
-
-    #[test]
-    fn rename_rules() {
-        let mut n = ns();
-        let a = n.insert(ROOT, os("a"), dir(), meta()).unwrap();
-        let b = n.insert(ROOT, os("b"), dir(), meta()).unwrap();
-        let c = n.insert(b, os("c"), dir(), meta()).unwrap();
-        assert_eq!(
-            n.rename(ROOT, os("a"), ROOT, os("b"), false)
-                .unwrap_err()
-                .errno,
-            Errno::ENOTEMPTY
-        );
-        assert_eq!(
-            n.rename(ROOT, os("a"), ROOT, os("b"), true)
-                .unwrap_err()
-                .errno,
-            Errno::EEXIST
-        );
-        assert_eq!(n.rename(ROOT, os("a"), b, os("a2"), false), Ok(None));
-        assert_eq!(n.child(b, os("a2")), Ok(a));
-        assert_eq!(n.node(a).unwrap().parent, b);
-        assert_eq!(
-            n.rename(b, os("a2"), b, os("c"), false),
-            Ok(Some(c)),
-            "an empty directory is replaced"
-        );
-        assert_eq!(n.child(b, os("c")), Ok(a));
-        assert!(!n.node(c).unwrap().is_linked());
-    }
-
-    #[test]
-    fn forget_removes_only_unused_nodes() {
-        let mut n = ns();
-        let d = n.insert(ROOT, os("d"), dir(), meta()).unwrap();
-        n.node(d).unwrap().add_lookup();
-        n.node(d).unwrap().add_lookup();
-        n.rmdir(ROOT, os("d")).unwrap();
-        assert!(n.forget(d, 1).is_none(), "still looked up");
-        assert!(n.forget(d, 1).is_some());
-        assert!(n.node(d).is_err());
-    }
-}
+mod tests;

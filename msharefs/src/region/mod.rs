@@ -1,210 +1,48 @@
 //! A region: its layout (start, size), the objects mapped in it, its backing
-//! file and its open count. The control-plane checks are pure functions,
-//! unit-tested below; [`Region`] applies them under the region's own lock.
+//! file and its open count. The rules are pure functions in [`rules`];
+//! [`Region`] applies them under the region's own lock.
+
+mod rules;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use fuser::BackingId;
-use libmshare::abi::{
-    MshareCreate, MshareInfo, MshareUnmap, HUGE_PAGE_SIZE, PAGE_SIZE, USER_ADDR_END,
-};
+use fuser::{BackingId, INodeNo, OpenFlags};
+use mshare_uapi::{Backing, MshareCreate, MshareInfo, MshareUnmap};
 use nix::errno::Errno;
 use parking_lot::Mutex;
 
-use crate::addrspace::AddressSpace;
 use crate::backing;
 use crate::fail::{ensure, Fail};
-use crate::options::BackingKind;
+use crate::placement::Placement;
+pub use rules::{check_create, check_layout, cut, page_size, Object};
 
-/// An object created by `MSHAREFS_CREATE_MAPPING`.
+/// What an open of a region file allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    /// Start address.
-    pub addr: u64,
-    /// Length in bytes.
-    pub size: u64,
-    /// `PROT_*` bits as asked.
-    pub prot: u32,
+pub enum Access {
+    /// `O_RDONLY`.
+    ReadOnly,
+    /// `O_WRONLY`.
+    WriteOnly,
+    /// `O_RDWR`.
+    ReadWrite,
 }
 
-impl Mapping {
-    fn end(&self) -> u64 {
-        self.addr + self.size
-    }
-}
-
-/// The granularity of addresses and sizes in a region of `kind`.
-pub fn page_size(kind: BackingKind) -> u64 {
-    match kind {
-        BackingKind::Hugetlb => HUGE_PAGE_SIZE,
-        _ => PAGE_SIZE,
-    }
-}
-
-/// Checks a `MSHAREFS_SET_SIZE` layout against the alignment.
-pub fn check_layout(info: &MshareInfo, align: u64, kind: BackingKind) -> Result<(), Fail> {
-    ensure(info.size > 0, Errno::EINVAL, "size is zero")?;
-    ensure(info.start != 0, Errno::EINVAL, "start is zero")?;
-    ensure(
-        info.start % align == 0 && info.size % align == 0,
-        Errno::EINVAL,
-        "start or size is not a multiple of the alignment (see mshare_info)",
-    )?;
-    let granule = page_size(kind);
-    ensure(
-        info.start % granule == 0 && info.size % granule == 0,
-        Errno::EINVAL,
-        "start or size is not a multiple of the huge page size",
-    )?;
-    let end = info.start.checked_add(info.size);
-    ensure(
-        end.is_some_and(|e| e <= USER_ADDR_END),
-        Errno::EINVAL,
-        "start + size is beyond the user address space",
-    )
-}
-
-const MAP_TYPE: u32 = 0x0f;
-const MAP_HUGE_SHIFT: u32 = 26;
-const MAP_HUGE_MASK: u32 = 0x3f << MAP_HUGE_SHIFT;
-const MAP_HUGE_2MB: u32 = 21 << MAP_HUGE_SHIFT;
-
-/// What a valid `MSHAREFS_CREATE_MAPPING` asks for besides its range.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CreateRequest {
-    /// The object.
-    pub mapping: Mapping,
-    /// `MAP_POPULATE`: allocate the memory now.
-    pub populate: bool,
-}
-
-/// Checks a `MSHAREFS_CREATE_MAPPING` against the region's layout, kind and
-/// existing objects.
-pub fn check_create(
-    c: &MshareCreate,
-    info: &MshareInfo,
-    kind: BackingKind,
-    existing: &[Mapping],
-) -> Result<CreateRequest, Fail> {
-    let flags = c.flags;
-    let required = (libc::MAP_ANONYMOUS | libc::MAP_FIXED) as u32;
-    let shared = flags & MAP_TYPE == libc::MAP_SHARED as u32
-        || flags & MAP_TYPE == libc::MAP_SHARED_VALIDATE as u32;
-    ensure(
-        shared && flags & required == required,
-        Errno::EINVAL,
-        "flags must include MAP_ANONYMOUS|MAP_SHARED|MAP_FIXED",
-    )?;
-    let allowed = MAP_TYPE
-        | required
-        | (libc::MAP_HUGETLB | libc::MAP_NORESERVE | libc::MAP_POPULATE) as u32
-        | MAP_HUGE_MASK;
-    ensure(
-        flags & !allowed == 0,
-        Errno::EINVAL,
-        "unsupported MAP_* flag",
-    )?;
-    let huge_bits = flags & MAP_HUGE_MASK;
-    ensure(
-        huge_bits == 0 || huge_bits == MAP_HUGE_2MB,
-        Errno::EINVAL,
-        "only 2 MiB huge pages are supported",
-    )?;
-    if flags & libc::MAP_HUGETLB as u32 != 0 {
-        ensure(
-            kind == BackingKind::Hugetlb,
-            Errno::EINVAL,
-            "MAP_HUGETLB in a region that is not hugetlb-backed (mount with backing=hugetlb)",
-        )?;
-    }
-    ensure(
-        c.fd == u32::MAX,
-        Errno::EINVAL,
-        "fd must be -1: file-backed objects are not supported",
-    )?;
-    ensure(
-        c.prot & !((libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u32) == 0,
-        Errno::EINVAL,
-        "unknown PROT_* bits",
-    )?;
-    let granule = page_size(kind);
-    ensure(c.size > 0, Errno::EINVAL, "size is zero")?;
-    ensure(
-        c.addr % granule == 0 && c.size % granule == 0 && c.offset % PAGE_SIZE == 0,
-        Errno::EINVAL,
-        "addr, size or offset is not page aligned",
-    )?;
-    let mapping = Mapping {
-        addr: c.addr,
-        size: c.size,
-        prot: c.prot,
-    };
-    check_inside(info, c.addr, c.size)?;
-    ensure(
-        !existing
-            .iter()
-            .any(|m| m.addr < mapping.end() && mapping.addr < m.end()),
-        Errno::EINVAL,
-        "overlaps an existing mapping",
-    )?;
-    Ok(CreateRequest {
-        mapping,
-        populate: flags & libc::MAP_POPULATE as u32 != 0,
-    })
-}
-
-fn check_inside(info: &MshareInfo, addr: u64, size: u64) -> Result<(), Fail> {
-    let end = addr.checked_add(size);
-    ensure(
-        addr >= info.start && end.is_some_and(|e| e <= info.start + info.size),
-        Errno::EINVAL,
-        "range is not inside the region",
-    )
-}
-
-/// Removes `[addr, addr + size)` from `mappings` (splitting objects that
-/// straddle it). `EINVAL` if the range is bad or holds no object.
-pub fn cut(
-    mappings: &[Mapping],
-    u: &MshareUnmap,
-    info: &MshareInfo,
-    kind: BackingKind,
-) -> Result<Vec<Mapping>, Fail> {
-    let granule = page_size(kind);
-    ensure(u.size > 0, Errno::EINVAL, "size is zero")?;
-    ensure(
-        u.addr % granule == 0 && u.size % granule == 0,
-        Errno::EINVAL,
-        "addr or size is not page aligned",
-    )?;
-    check_inside(info, u.addr, u.size)?;
-    let end = u.addr + u.size;
-    let mut out = Vec::with_capacity(mappings.len() + 1);
-    let mut hit = false;
-    for m in mappings {
-        if m.end() <= u.addr || m.addr >= end {
-            out.push(*m);
-            continue;
-        }
-        hit = true;
-        if m.addr < u.addr {
-            out.push(Mapping {
-                size: u.addr - m.addr,
-                ..*m
-            });
-        }
-        if m.end() > end {
-            out.push(Mapping {
-                addr: end,
-                size: m.end() - end,
-                ..*m
-            });
+impl Access {
+    /// The access of an open with `flags`.
+    pub fn of(flags: OpenFlags) -> Access {
+        match flags.0 & libc::O_ACCMODE {
+            libc::O_RDONLY => Access::ReadOnly,
+            libc::O_WRONLY => Access::WriteOnly,
+            _ => Access::ReadWrite,
         }
     }
-    ensure(hit, Errno::EINVAL, "no mapping in that range")?;
-    Ok(out)
+
+    /// Whether the open allows writing (and so the control ioctls).
+    pub fn writes(self) -> bool {
+        self != Access::ReadOnly
+    }
 }
 
 /// How an open of a region is answered.
@@ -216,13 +54,25 @@ pub enum OpenMode {
     Direct,
 }
 
+/// Whether an open should try FUSE passthrough.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// Register the backing file for passthrough (if the kind allows it).
+    Passthrough,
+    /// Serve the open through the server.
+    Direct,
+}
+
 /// A shared memory region.
 #[derive(Debug)]
 pub struct Region {
-    /// Unique id (the inode number), also its key in the address space.
-    pub id: u64,
+    /// Unique id (the inode number), also its key in the placement.
+    pub id: INodeNo,
     /// Backing kind, fixed at creation.
-    pub kind: BackingKind,
+    pub kind: Backing,
+    /// The mount's alignment and address ranges.
+    placement: Arc<Placement>,
+    /// Everything that changes, under one lock.
     state: Mutex<State>,
 }
 
@@ -233,7 +83,7 @@ struct State {
     /// Start and size, once set.
     info: Option<MshareInfo>,
     /// Objects, sorted by address.
-    mappings: Vec<Mapping>,
+    objects: Vec<Object>,
     /// Open file handles.
     opens: u64,
     /// Passthrough registration, held while any handle is open.
@@ -256,15 +106,16 @@ impl State {
 }
 
 impl Region {
-    /// A new, unsized region over `file`.
-    pub fn new(id: u64, kind: BackingKind, file: OwnedFd) -> Self {
+    /// A new, unsized region over `file`, placed by `placement`.
+    pub fn new(id: INodeNo, kind: Backing, file: OwnedFd, placement: Arc<Placement>) -> Self {
         Region {
             id,
             kind,
+            placement,
             state: Mutex::new(State {
                 file: Some(Arc::new(file)),
                 info: None,
-                mappings: Vec::new(),
+                objects: Vec::new(),
                 opens: 0,
                 backing_id: None,
             }),
@@ -288,43 +139,41 @@ impl Region {
         let blocks = st
             .file
             .as_ref()
-            .and_then(|f| crate::sys::size_and_blocks(f.as_fd()).ok())
-            .map_or(0, |(_, b)| b);
+            .and_then(|f| nix::sys::stat::fstat(f.as_fd()).ok())
+            .map_or(0, |s| s.st_blocks as u64);
         (size, blocks)
+    }
+
+    /// Whether its backing kind may still change: neither open nor sized.
+    pub fn is_fresh(&self) -> bool {
+        let st = self.state.lock();
+        st.opens == 0 && st.info.is_none()
     }
 
     /// `MSHAREFS_SET_SIZE`: `start == 0` (from `ftruncate`) lets the server
     /// choose a free start.
-    pub fn set_size(
-        &self,
-        mut info: MshareInfo,
-        align: u64,
-        addrs: &AddressSpace,
-    ) -> Result<MshareInfo, Fail> {
+    pub fn set_size(&self, mut info: MshareInfo) -> Result<MshareInfo, Fail> {
+        let align = self.placement.align();
         let mut st = self.state.lock();
         ensure(st.info.is_none(), Errno::EINVAL, "size is already set")?;
         let file = st.file()?;
-        let auto = info.start == 0;
-        if auto {
+        if info.start == 0 {
             // Check everything but the start, then choose one.
-            check_layout(
-                &MshareInfo {
-                    start: align.max(page_size(self.kind)),
-                    ..info
-                },
-                align,
-                self.kind,
-            )?;
-            info.start = addrs.pick(self.id, info.size, align).ok_or(Fail::new(
+            let probe = MshareInfo {
+                start: align.max(page_size(self.kind)),
+                ..info
+            };
+            check_layout(&probe, align, self.kind)?;
+            info.start = self.placement.pick(self.id, info.size).ok_or(Fail::new(
                 Errno::ENOMEM,
                 "no free aligned address range of that size",
             ))?;
         } else {
             check_layout(&info, align, self.kind)?;
-            addrs.claim(self.id, info.start, info.size);
+            self.placement.claim(self.id, info.start, info.size);
         }
         if let Err(e) = backing::set_len(file.as_fd(), info.size) {
-            addrs.release(self.id);
+            self.placement.release(self.id);
             return Err(Fail::with(e, format!("cannot size the backing file: {e}")));
         }
         st.info = Some(info);
@@ -333,7 +182,7 @@ impl Region {
 
     /// `ftruncate`: sets the size of an unsized region (the server chooses
     /// the start); the current size, or 0 on an unsized region, is a no-op.
-    pub fn truncate(&self, size: u64, align: u64, addrs: &AddressSpace) -> Result<(), Fail> {
+    pub fn truncate(&self, size: u64) -> Result<(), Fail> {
         let current = self.state.lock().info.map_or(0, |i| i.size);
         if size == current {
             return Ok(());
@@ -343,23 +192,37 @@ impl Region {
             Errno::EINVAL,
             "the size of a region can be set only once",
         )?;
-        self.set_size(MshareInfo { start: 0, size }, align, addrs)
-            .map(drop)
+        self.set_size(MshareInfo { start: 0, size }).map(drop)
+    }
+
+    /// `fallocate(mode 0)`: from 0 on an unsized region it sets the size
+    /// (as the 2025 series does); inside a sized region it allocates.
+    pub fn fallocate(&self, offset: u64, length: u64) -> Result<(), Fail> {
+        let info = match self.info() {
+            Err(_) if offset == 0 => return self.truncate(length),
+            other => other?,
+        };
+        ensure(
+            offset.checked_add(length).is_some_and(|e| e <= info.size),
+            Errno::EFBIG,
+            "fallocate past the end of the region",
+        )?;
+        Ok(backing::allocate(self.file()?.as_ref(), offset, length)?)
     }
 
     /// `MSHAREFS_CREATE_MAPPING`.
-    pub fn create_mapping(&self, c: &MshareCreate) -> Result<(), Fail> {
+    pub fn create_object(&self, c: &MshareCreate) -> Result<(), Fail> {
         let mut st = self.state.lock();
         let info = st.info()?;
-        let req = check_create(c, &info, self.kind, &st.mappings)?;
-        let m = req.mapping;
-        if self.kind == BackingKind::Hugetlb || req.populate {
+        let req = check_create(c, &info, self.kind, &st.objects)?;
+        let o = req.object;
+        if self.kind == Backing::Hugetlb || req.populate {
             let file = st.file()?;
-            backing::allocate(file.as_fd(), m.addr - info.start, m.size)
-                .map_err(|e| Fail::with(e, format!("cannot allocate {} bytes: {e}", m.size)))?;
+            backing::allocate(file.as_fd(), o.addr - info.start, o.size)
+                .map_err(|e| Fail::with(e, format!("cannot allocate {} bytes: {e}", o.size)))?;
         }
-        let at = st.mappings.partition_point(|x| x.addr < m.addr);
-        st.mappings.insert(at, m);
+        let at = st.objects.partition_point(|x| x.addr < o.addr);
+        st.objects.insert(at, o);
         Ok(())
     }
 
@@ -368,22 +231,22 @@ impl Region {
     pub fn unmap(&self, u: &MshareUnmap) -> Result<(), Fail> {
         let mut st = self.state.lock();
         let info = st.info()?;
-        let rest = cut(&st.mappings, u, &info, self.kind)?;
+        let rest = cut(&st.objects, u, &info, self.kind)?;
         if let Some(file) = &st.file {
             backing::punch_hole(file.as_fd(), u.addr - info.start, u.size)
                 .map_err(|e| Fail::with(e, format!("cannot free memory: {e}")))?;
         }
-        st.mappings = rest;
+        st.objects = rest;
         Ok(())
     }
 
     /// Counts an open and says how to answer it. `register` makes the
-    /// passthrough registration when `passthrough` is wanted and none is
+    /// passthrough registration when `attach` asks for it and none is
     /// held; an error from it is returned as is (the caller decides whether
     /// to fall back).
     pub fn open(
         &self,
-        passthrough: bool,
+        attach: Attach,
         register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> Result<OpenMode, io::Error> {
         let mut st = self.state.lock();
@@ -391,7 +254,7 @@ impl Region {
             .file
             .clone()
             .ok_or_else(|| io::Error::from(Errno::ENOENT))?;
-        let mode = if passthrough && self.kind != BackingKind::Hugetlb {
+        let mode = if attach == Attach::Passthrough && self.kind != Backing::Hugetlb {
             let id = match &st.backing_id {
                 Some(id) => id.clone(),
                 None => {
@@ -426,12 +289,12 @@ impl Region {
 
     /// Drops the server's hold on the memory (after the last name and open
     /// are gone); mappings made by clients keep their pages until unmapped.
-    pub fn release_memory(&self, addrs: &AddressSpace) {
+    pub fn release_memory(&self) {
         let mut st = self.state.lock();
         st.file = None;
         st.backing_id = None;
-        st.mappings.clear();
-        addrs.release(self.id);
+        st.objects.clear();
+        self.placement.release(self.id);
     }
 
     /// Reads for a handle served by the server (no passthrough).
@@ -458,7 +321,7 @@ impl Region {
         )?;
         let len = (data.len() as u64).min(size - offset.min(size)) as usize;
         let data = &data[..len];
-        if self.kind == BackingKind::Hugetlb {
+        if self.kind == Backing::Hugetlb {
             crate::hugetlb_io::write(&file, offset, data)?;
             return Ok(len as u32);
         }
@@ -469,270 +332,5 @@ impl Region {
         let st = self.state.lock();
         let file = st.file()?;
         Ok((file, st.info.map_or(0, |i| i.size)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    const G: u64 = 1 << 30;
-    const M2: u64 = 2 << 20;
-    const INFO: MshareInfo = MshareInfo {
-        start: 4 * G,
-        size: 2 * G,
-    };
-
-    fn create(addr: u64, size: u64) -> MshareCreate {
-        MshareCreate::anonymous(addr, size, libc::PROT_READ | libc::PROT_WRITE)
-    }
-
-    fn errno<T: std::fmt::Debug>(r: Result<T, Fail>) -> Errno {
-        r.unwrap_err().errno
-    }
-
-    #[test]
-    fn layout_rules() {
-        let k = BackingKind::Thp;
-        assert!(check_layout(&INFO, G, k).is_ok());
-        assert_eq!(
-            errno(check_layout(
-                &MshareInfo {
-                    start: 4 * G,
-                    size: 0
-                },
-                G,
-                k
-            )),
-            Errno::EINVAL
-        );
-        assert_eq!(
-            errno(check_layout(&MshareInfo { start: 0, size: G }, G, k)),
-            Errno::EINVAL
-        );
-        assert_eq!(
-            errno(check_layout(
-                &MshareInfo {
-                    start: 4 * G + 4096,
-                    size: G
-                },
-                G,
-                k
-            )),
-            Errno::EINVAL
-        );
-        assert_eq!(
-            errno(check_layout(
-                &MshareInfo {
-                    start: 4 * G,
-                    size: G + 4096
-                },
-                G,
-                k
-            )),
-            Errno::EINVAL
-        );
-        assert_eq!(
-            errno(check_layout(
-                &MshareInfo {
-                    start: 1 << 47,
-                    size: G
-                },
-                G,
-                k
-            )),
-            Errno::EINVAL
-        );
-        assert_eq!(
-            errno(check_layout(
-                &MshareInfo {
-                    start: u64::MAX - G + 1,
-                    size: G
-                },
-                G,
-                k
-            )),
-            Errno::EINVAL
-        );
-        // A 4 KiB alignment is fine for thp but not for hugetlb sizes.
-        let small = MshareInfo {
-            start: 1 << 32,
-            size: 8192,
-        };
-        assert!(check_layout(&small, 4096, k).is_ok());
-        assert_eq!(
-            errno(check_layout(&small, 4096, BackingKind::Hugetlb)),
-            Errno::EINVAL
-        );
-    }
-
-    #[test]
-    fn create_rules() {
-        let k = BackingKind::Thp;
-        let ok = check_create(&create(4 * G, G), &INFO, k, &[]).unwrap();
-        assert_eq!(
-            ok.mapping,
-            Mapping {
-                addr: 4 * G,
-                size: G,
-                prot: 3
-            }
-        );
-        assert!(!ok.populate);
-        let existing = [ok.mapping];
-        let bad = |c: MshareCreate, kind, ex: &[Mapping]| errno(check_create(&c, &INFO, kind, ex));
-        assert_eq!(
-            bad(create(4 * G + G / 2, G), k, &existing),
-            Errno::EINVAL,
-            "overlap"
-        );
-        assert!(
-            check_create(&create(5 * G, G), &INFO, k, &existing).is_ok(),
-            "adjacent is fine"
-        );
-        assert_eq!(
-            bad(create(3 * G, G), k, &[]),
-            Errno::EINVAL,
-            "below the region"
-        );
-        assert_eq!(
-            bad(create(5 * G, 2 * G), k, &[]),
-            Errno::EINVAL,
-            "past the end"
-        );
-        assert_eq!(
-            bad(create(u64::MAX - 4095, 4096), k, &[]),
-            Errno::EINVAL,
-            "overflow"
-        );
-        assert_eq!(
-            bad(create(4 * G + 1, 4096), k, &[]),
-            Errno::EINVAL,
-            "unaligned"
-        );
-        assert_eq!(bad(create(4 * G, 0), k, &[]), Errno::EINVAL, "empty");
-        assert_eq!(
-            bad(
-                MshareCreate {
-                    fd: 3,
-                    ..create(4 * G, G)
-                },
-                k,
-                &[]
-            ),
-            Errno::EINVAL,
-            "fd"
-        );
-        assert_eq!(
-            bad(
-                MshareCreate {
-                    prot: 0x10,
-                    ..create(4 * G, G)
-                },
-                k,
-                &[]
-            ),
-            Errno::EINVAL,
-            "prot"
-        );
-        let private = (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_FIXED) as u32;
-        assert_eq!(
-            bad(
-                MshareCreate {
-                    flags: private,
-                    ..create(4 * G, G)
-                },
-                k,
-                &[]
-            ),
-            Errno::EINVAL
-        );
-        let no_fixed = (libc::MAP_ANONYMOUS | libc::MAP_SHARED) as u32;
-        assert_eq!(
-            bad(
-                MshareCreate {
-                    flags: no_fixed,
-                    ..create(4 * G, G)
-                },
-                k,
-                &[]
-            ),
-            Errno::EINVAL
-        );
-        let huge = create(4 * G, G).flags | libc::MAP_HUGETLB as u32;
-        assert_eq!(
-            bad(
-                MshareCreate {
-                    flags: huge,
-                    ..create(4 * G, G)
-                },
-                k,
-                &[]
-            ),
-            Errno::EINVAL,
-            "kind"
-        );
-        let h = BackingKind::Hugetlb;
-        assert!(check_create(
-            &MshareCreate {
-                flags: huge,
-                ..create(4 * G, G)
-            },
-            &INFO,
-            h,
-            &[]
-        )
-        .is_ok());
-        assert!(
-            check_create(&create(4 * G, M2), &INFO, h, &[]).is_ok(),
-            "no MAP_HUGETLB: the region's kind"
-        );
-        assert_eq!(
-            bad(create(4 * G, 4096), h, &[]),
-            Errno::EINVAL,
-            "hugetlb needs 2 MiB units"
-        );
-        let populate = create(4 * G, G).flags | libc::MAP_POPULATE as u32;
-        assert!(
-            check_create(
-                &MshareCreate {
-                    flags: populate,
-                    ..create(4 * G, G)
-                },
-                &INFO,
-                k,
-                &[]
-            )
-            .unwrap()
-            .populate
-        );
-    }
-
-    #[test]
-    fn cut_splits_and_removes() {
-        let k = BackingKind::Thp;
-        let m = |addr, size| Mapping {
-            addr,
-            size,
-            prot: 3,
-        };
-        let maps = [m(4 * G, G), m(5 * G + G / 2, G / 2)];
-        let u = |addr, size| MshareUnmap { addr, size };
-        assert_eq!(cut(&maps, &u(4 * G, G), &INFO, k).unwrap(), vec![maps[1]]);
-        assert_eq!(
-            cut(&maps, &u(4 * G + 4096, 4096), &INFO, k).unwrap(),
-            vec![m(4 * G, 4096), m(4 * G + 8192, G - 8192), maps[1]]
-        );
-        assert_eq!(cut(&maps, &u(4 * G, 2 * G), &INFO, k).unwrap(), vec![]);
-        assert_eq!(
-            errno(cut(&maps, &u(5 * G, 4096), &INFO, k)),
-            Errno::EINVAL,
-            "hole"
-        );
-        assert_eq!(errno(cut(&maps, &u(4 * G, 0), &INFO, k)), Errno::EINVAL);
-        assert_eq!(
-            errno(cut(&maps, &u(4 * G + 1, 4096), &INFO, k)),
-            Errno::EINVAL
-        );
-        assert_eq!(errno(cut(&maps, &u(6 * G, 4096), &INFO, k)), Errno::EINVAL);
     }
 }

@@ -10,7 +10,7 @@ pub fn errno_of(e: std::io::Error) -> i32 {
 }
 
 /// Creates region `name` (O_RDWR|O_CREAT|O_EXCL, 0600) and sets its layout.
-pub fn create_region(m: &Mount, name: &str, start: u64, size: u64) -> OwnedFd {
+pub fn create_region(m: &Server, name: &str, start: u64, size: u64) -> OwnedFd {
     let fd =
         open(&m.path(name), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).expect("create region");
     ioctl::set_size(&fd, &MshareInfo { start, size }).expect("MSHAREFS_SET_SIZE");
@@ -18,7 +18,7 @@ pub fn create_region(m: &Mount, name: &str, start: u64, size: u64) -> OwnedFd {
 }
 
 /// Creates region `name`, sets its layout and maps one object over all of it.
-pub fn create_mapped_region(m: &Mount, name: &str, start: u64, size: u64) -> OwnedFd {
+pub fn create_mapped_region(m: &Server, name: &str, start: u64, size: u64) -> OwnedFd {
     let fd = create_region(m, name, start, size);
     ioctl::create_mapping(&fd, &anon_create(start, size)).expect("MSHAREFS_CREATE_MAPPING");
     fd

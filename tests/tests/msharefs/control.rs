@@ -11,7 +11,7 @@ const START: u64 = 4 * GIB;
 
 #[test]
 fn set_size_then_get_size_and_fstat_report_it() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let fd = open(&m.path("r"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
     assert_eq!(
         ioctl::get_size(&fd),
@@ -40,7 +40,7 @@ fn set_size_then_get_size_and_fstat_report_it() {
 
 #[test]
 fn set_size_errnos() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let fd = open(&m.path("r"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
     let set = |start, size| ioctl::set_size(&fd, &MshareInfo { start, size });
     assert_eq!(
@@ -74,7 +74,7 @@ fn set_size_errnos() {
 
 #[test]
 fn ftruncate_sizes_an_unsized_region_once_at_a_free_start() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let a = open(&m.path("a"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
     let b = open(&m.path("b"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
     assert_eq!(
@@ -116,7 +116,7 @@ fn ftruncate_sizes_an_unsized_region_once_at_a_free_start() {
 
 #[test]
 fn create_mapping_errnos() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let fd = open(&m.path("r"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
     let create = |c: MshareCreate| ioctl::create_mapping(&fd, &c);
     assert_eq!(
@@ -201,7 +201,7 @@ fn create_mapping_errnos() {
 
 #[test]
 fn unmap_frees_memory_and_other_mappers_read_zeros() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let fd = create_mapped_region(&m, "r", START, GIB);
     let map = map_region(&fd);
     let shmem_before = meminfo("Shmem");
@@ -285,7 +285,7 @@ fn unmap_frees_memory_and_other_mappers_read_zeros() {
 
 #[test]
 fn unknown_ioctl_is_enotty_and_bad_pointer_is_efault() {
-    let mut m = Mount::new("");
+    let mut m = Server::mount("");
     let fd = create_region(&m, "r", START, GIB);
     // SAFETY: an unknown command with no argument.
     let r = unsafe { libc::ioctl(fd.as_raw_fd(), 0x7899 as _, 0) };
@@ -331,7 +331,7 @@ fn unknown_ioctl_is_enotty_and_bad_pointer_is_efault() {
 
 #[test]
 fn control_ioctls_need_a_writable_open() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     drop(create_region(&m, "r", START, GIB));
     let ro = open(&m.path("r"), libc::O_RDONLY).unwrap();
     assert_eq!(
@@ -360,7 +360,7 @@ fn control_ioctls_need_a_writable_open() {
 
 #[test]
 fn fallocate_from_zero_sizes_an_unsized_region() {
-    let m = Mount::new("align=2M");
+    let m = Server::mount("align=2M");
     let fd = open(&m.path("r"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
     let plain = nix::fcntl::FallocateFlags::empty();
     nix::fcntl::fallocate(&fd, plain, 0, 2 * MIB2 as i64).unwrap();

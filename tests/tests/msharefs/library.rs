@@ -2,7 +2,7 @@
 
 use std::os::fd::AsRawFd;
 
-use libmshare::{Backing, CreateOptions, Error, Mount as Mshare};
+use libmshare::{Backing, CreateOptions, Error, Mount};
 use msharefs_tests::*;
 use nix::errno::Errno;
 
@@ -13,33 +13,56 @@ fn options(backing: Option<Backing>) -> CreateOptions {
     }
 }
 
+/// Mount points of every `fuse.msharefs` mount in this mount namespace.
+fn msharefs_mounts() -> Vec<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("fuse.msharefs "))
+        })
+        .map(|l| std::path::PathBuf::from(l.split(' ').nth(4).unwrap()))
+        .collect()
+}
+
+/// Regression: this test once assumed that no other msharefs mount existed,
+/// and failed after the README's demo left `/run/mshare` mounted. The
+/// mountinfo case now runs in a private mount namespace from which every
+/// other msharefs mount is detached.
 #[test]
 fn finds_the_mount_explicitly_by_env_and_by_mountinfo() {
-    let m = Mount::new("align=2M");
-    let by_path = Mshare::find(Some(&m.dir)).unwrap();
+    let m = Server::mount("align=2M");
+    let by_path = Mount::find(Some(&m.dir)).unwrap();
     assert_eq!(by_path.alignment(), MIB2);
-    // Nothing else is mounted as fuse.msharefs while the tests hold the
-    // serial lock, so mountinfo finds this mount.
     let code = in_child(|| {
+        use nix::mount::{mount, umount2, MntFlags, MsFlags};
+        use nix::sched::{unshare, CloneFlags};
+        unshare(CloneFlags::CLONE_NEWNS).unwrap();
+        mount::<str, str, str, str>(None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)
+            .unwrap();
+        for other in msharefs_mounts().into_iter().filter(|d| *d != m.dir) {
+            umount2(&other, MntFlags::MNT_DETACH).unwrap();
+        }
         std::env::remove_var("MSHARE_DIR");
-        let found = Mshare::find(None).unwrap();
+        let found = Mount::find(None).unwrap();
         i32::from(found.dir() != m.dir.as_path())
     });
     assert_eq!(code, 0, "found through /proc/self/mountinfo");
     let code = in_child(|| {
         std::env::set_var("MSHARE_DIR", &m.dir);
-        i32::from(Mshare::find(None).unwrap().alignment() != MIB2)
+        i32::from(Mount::find(None).unwrap().alignment() != MIB2)
     });
     assert_eq!(code, 0, "found through MSHARE_DIR");
-    let err = Mshare::find(Some(std::path::Path::new("/nonexistent"))).unwrap_err();
+    let err = Mount::find(Some(std::path::Path::new("/nonexistent"))).unwrap_err();
     assert!(matches!(err, Error::NoMount { .. }), "{err}");
     assert_eq!(err.errno(), Errno::ENOENT);
 }
 
 #[test]
 fn create_map_and_attach_from_another_process() {
-    let m = Mount::new("");
-    let mount = Mshare::find(Some(&m.dir)).unwrap();
+    let m = Server::mount("");
+    let mount = Mount::find(Some(&m.dir)).unwrap();
     let region = mount
         .create("sga", 0, GIB, &CreateOptions::default())
         .unwrap();
@@ -62,7 +85,7 @@ fn create_map_and_attach_from_another_process() {
     drop(map); // a forked child would inherit it at the same address
     let dir = m.dir.clone();
     let code = in_child(move || {
-        let mount = Mshare::find(Some(&dir)).unwrap();
+        let mount = Mount::find(Some(&dir)).unwrap();
         let region = mount.open("sga", true).unwrap();
         let map = region.map().unwrap();
         let mut buf = [0u8; 22];
@@ -80,8 +103,8 @@ fn create_map_and_attach_from_another_process() {
 
 #[test]
 fn mapping_twice_is_address_in_use_and_errors_name_the_region() {
-    let m = Mount::new("");
-    let mount = Mshare::find(Some(&m.dir)).unwrap();
+    let m = Server::mount("");
+    let mount = Mount::find(Some(&m.dir)).unwrap();
     let region = mount
         .create("r", 4 * GIB, GIB, &CreateOptions::default())
         .unwrap();
@@ -142,9 +165,9 @@ fn mapping_twice_is_address_in_use_and_errors_name_the_region() {
 
 #[test]
 fn backing_is_chosen_per_region_before_it_is_opened() {
-    let m = Mount::new("align=2M");
+    let m = Server::mount("align=2M");
     let _pool = HugePool::reserve(&m, 16);
-    let mount = Mshare::find(Some(&m.dir)).unwrap();
+    let mount = Mount::find(Some(&m.dir)).unwrap();
     let shmem = mount
         .create("s", 0, MIB2, &options(Some(Backing::Shmem)))
         .unwrap();
@@ -194,8 +217,8 @@ fn backing_is_chosen_per_region_before_it_is_opened() {
 
 #[test]
 fn read_only_opens_get_read_only_descriptors() {
-    let m = Mount::new("");
-    let mount = Mshare::find(Some(&m.dir)).unwrap();
+    let m = Server::mount("");
+    let mount = Mount::find(Some(&m.dir)).unwrap();
     drop(
         mount
             .create("r", 4 * GIB, GIB, &CreateOptions::default())

@@ -12,7 +12,7 @@ const TEXT: &[u8] = b"Some random shared text\0";
 
 #[test]
 fn donor_and_consumer_from_the_cover_letter_in_two_processes() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let path = m.path("shareme");
     let donor = in_child(|| {
         let align: u64 = read_text(&m.path("mshare_info")).trim().parse().unwrap();
@@ -45,7 +45,7 @@ fn donor_and_consumer_from_the_cover_letter_in_two_processes() {
 
 #[test]
 fn read_only_open_cannot_map_writable_but_can_map_readable() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     drop(create_mapped_region(&m, "r", 4 * GIB, GIB));
     let ro = open(&m.path("r"), libc::O_RDONLY).unwrap();
     let rw = libc::PROT_READ | libc::PROT_WRITE;
@@ -58,7 +58,7 @@ fn read_only_open_cannot_map_writable_but_can_map_readable() {
 
 #[test]
 fn writes_are_coherent_between_processes_and_with_read_write() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
     let file = std::fs::File::from(fd.try_clone().unwrap());
     let (to_child, from_parent) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -112,7 +112,7 @@ fn writes_are_coherent_between_processes_and_with_read_write() {
 
 #[test]
 fn unlink_while_mapped_keeps_data_until_the_last_mapping_goes() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let shmem0 = meminfo("Shmem");
     let fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
     let map = map_region(&fd);
@@ -135,7 +135,7 @@ fn unlink_while_mapped_keeps_data_until_the_last_mapping_goes() {
 
 #[test]
 fn create_map_unlink_cycle_leaks_nothing() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let shmem0 = meminfo("Shmem");
     for i in 0..5 {
         let name = format!("r{i}");
@@ -153,7 +153,7 @@ fn create_map_unlink_cycle_leaks_nothing() {
 
 #[test]
 fn hugetlb_regions_reserve_up_front_refuse_mmap_and_free_everything() {
-    let m = Mount::new("backing=hugetlb,align=2M");
+    let m = Server::mount("backing=hugetlb,align=2M");
     let _pool = HugePool::reserve(&m, 64);
     let free0 = meminfo("HugePages_Free");
     assert!(free0 >= 64);
@@ -178,9 +178,10 @@ fn hugetlb_regions_reserve_up_front_refuse_mmap_and_free_everything() {
         "hugetlb objects are whole huge pages"
     );
     // Ask for more than is left in the pool: ENOMEM now, not SIGBUS later.
-    let fd2 = create_region(&m, "h2", 8 * GIB, 128 * MIB2);
+    let too_many = (meminfo("HugePages_Free") + 1) * MIB2;
+    let fd2 = create_region(&m, "h2", 8 * GIB, too_many);
     assert_eq!(
-        ioctl::create_mapping(&fd2, &anon_create(8 * GIB, 128 * MIB2)),
+        ioctl::create_mapping(&fd2, &anon_create(8 * GIB, too_many)),
         Err(Errno::ENOMEM),
         "pool too small"
     );
@@ -224,7 +225,7 @@ fn hugetlb_regions_reserve_up_front_refuse_mmap_and_free_everything() {
 
 #[test]
 fn without_passthrough_mmap_is_enodev_and_io_goes_through_the_server() {
-    let m = Mount::new("passthrough=off");
+    let m = Server::mount("passthrough=off");
     let fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
     let rw = libc::PROT_READ | libc::PROT_WRITE;
     assert_eq!(

@@ -10,7 +10,7 @@ use crate::common::*;
 
 #[test]
 fn mountinfo_shows_fuse_msharefs_with_permissions_for_everyone() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let line = mountinfo_line(&m.dir).unwrap();
     assert!(line.contains(" - fuse.msharefs msharefs-test "), "{line}");
     assert!(
@@ -21,7 +21,7 @@ fn mountinfo_shows_fuse_msharefs_with_permissions_for_everyone() {
 
 #[test]
 fn sigterm_unmounts_and_exits_cleanly() {
-    let mut m = Mount::new("");
+    let mut m = Server::mount("");
     let status = m.stop();
     assert!(status.success(), "exit status {status}");
     assert!(!is_mounted(&m.dir), "unmounted");
@@ -29,7 +29,7 @@ fn sigterm_unmounts_and_exits_cleanly() {
 
 #[test]
 fn sigterm_with_open_files_detaches_and_exits() {
-    let mut m = Mount::new("");
+    let mut m = Server::mount("");
     let fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
     let map = map_region(&fd);
     map.set(0, 42);
@@ -45,7 +45,7 @@ fn sigterm_with_open_files_detaches_and_exits() {
 
 #[test]
 fn umount_stops_the_server() {
-    let mut m = Mount::new("");
+    let mut m = Server::mount("");
     nix::mount::umount(&m.dir).unwrap();
     wait_until("the server to exit after umount", || !m.server_alive());
 }
@@ -129,7 +129,7 @@ fn mount_via_mount_fuse3_works_like_fstab() {
 
 #[test]
 fn server_survives_garbage_ioctls() {
-    let mut m = Mount::new("");
+    let mut m = Server::mount("");
     let fd = create_region(&m, "r", 4 * GIB, GIB);
     let mut buf = [0xffu8; 64];
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -169,7 +169,7 @@ fn server_survives_garbage_ioctls() {
 /// ENODEV.
 #[test]
 fn server_without_cap_sys_admin_serves_without_passthrough() {
-    let m = Mount::premounted_without_cap_sys_admin("align=2M");
+    let m = Server::premounted_without_cap_sys_admin("align=2M");
     let path = m.path("r");
     let code = in_child(|| {
         let fd = open(&path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
@@ -204,7 +204,7 @@ fn server_without_cap_sys_admin_serves_without_passthrough() {
 
 #[test]
 fn fusermount_u_stops_the_server() {
-    let mut m = Mount::new("");
+    let mut m = Server::mount("");
     run(Command::new("fusermount3").arg("-u").arg(&m.dir));
     wait_until("the server to exit after fusermount3 -u", || {
         !m.server_alive()

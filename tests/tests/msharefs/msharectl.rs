@@ -4,7 +4,7 @@ use std::process::{Command, Output, Stdio};
 
 use msharefs_tests::*;
 
-fn ctl(m: &Mount, args: &[&str]) -> Output {
+fn ctl(m: &Server, args: &[&str]) -> Output {
     Command::new(bin_dir().join("msharectl"))
         .arg("-d")
         .arg(&m.dir)
@@ -20,7 +20,7 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn create_list_show_remove() {
-    let m = Mount::new("align=2M");
+    let m = Server::mount("align=2M");
     assert_eq!(
         stdout(&ctl(&m, &["info"])),
         format!("mount\t{}\nalignment\t2097152\n", m.dir.display())
@@ -87,7 +87,7 @@ fn create_list_show_remove() {
 
 #[test]
 fn failures_have_messages_and_exit_codes() {
-    let m = Mount::new("align=2M");
+    let m = Server::mount("align=2M");
     let bad_size = ctl(&m, &["create", "x", "3M"]);
     assert_eq!(bad_size.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_size.stderr)
@@ -122,7 +122,7 @@ fn failures_have_messages_and_exit_codes() {
 
 #[test]
 fn a_closed_pipe_is_not_an_error() {
-    let m = Mount::new("align=2M");
+    let m = Server::mount("align=2M");
     for i in 0..200 {
         std::fs::File::create(m.path(&format!("r{i:03}"))).unwrap();
     }

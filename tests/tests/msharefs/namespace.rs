@@ -11,7 +11,7 @@ use crate::common::*;
 
 #[test]
 fn mshare_info_holds_the_alignment_and_cannot_be_changed() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     assert_eq!(read_text(&m.path("mshare_info")), "1073741824\n");
     let meta = fs::metadata(m.path("mshare_info")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o444);
@@ -49,7 +49,7 @@ fn mshare_info_holds_the_alignment_and_cannot_be_changed() {
 
 #[test]
 fn align_option_sets_mshare_info() {
-    let m = Mount::new("align=2M");
+    let m = Server::mount("align=2M");
     assert_eq!(read_text(&m.path("mshare_info")), "2097152\n");
     let fd = open(&m.path("r"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
     assert_eq!(
@@ -66,7 +66,7 @@ fn align_option_sets_mshare_info() {
 
 #[test]
 fn regions_are_files_owned_by_their_creator() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let fd = open(&m.path("r"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
     assert_eq!(
         open(&m.path("r"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).err(),
@@ -109,7 +109,7 @@ fn regions_are_files_owned_by_their_creator() {
 
 #[test]
 fn other_users_are_refused_by_mode_bits() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     drop(create_region(&m, "private", 4 * GIB, GIB));
     let path = m.path("private");
     let code = in_child(|| {
@@ -131,7 +131,7 @@ fn other_users_are_refused_by_mode_bits() {
 
 #[test]
 fn directories_rename_and_unsupported_node_types() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     fs::create_dir(m.path("db")).unwrap();
     drop(create_region(&m, "db/sga", 4 * GIB, GIB));
     assert_eq!(
@@ -178,7 +178,7 @@ fn directories_rename_and_unsupported_node_types() {
 
 #[test]
 fn max_regions_limits_creation() {
-    let m = Mount::new("max_regions=2");
+    let m = Server::mount("max_regions=2");
     open(&m.path("a"), libc::O_RDWR | libc::O_CREAT).unwrap();
     open(&m.path("b"), libc::O_RDWR | libc::O_CREAT).unwrap();
     assert_eq!(
@@ -196,7 +196,7 @@ fn max_regions_limits_creation() {
 /// survives, and no memory or region is left behind.
 #[test]
 fn concurrent_clients_create_use_and_remove_regions() {
-    let mut m = Mount::new("align=2M,backing=shmem");
+    let mut m = Server::mount("align=2M,backing=shmem");
     let shmem0 = meminfo("Shmem");
     std::thread::scope(|s| {
         for t in 0..8 {

@@ -5,20 +5,20 @@ use std::io::Write;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 
-use libmshare::abi::{broker_socket_name, MshareToken};
 use libmshare::broker;
+use mshare_uapi::{broker_socket_name, MshareToken, Token};
 use msharefs_tests::*;
 use nix::errno::Errno;
 
 use crate::common::*;
 
 fn redeem(token: &MshareToken) -> Result<std::os::fd::OwnedFd, Errno> {
-    broker::exchange(token).map_err(|(_, e)| e)
+    broker::exchange(token).map_err(|e| e.errno)
 }
 
 #[test]
 fn tokens_are_one_time_bound_to_the_process_and_unforgeable() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
     let token = ioctl::get_token(&fd).unwrap();
     assert_eq!(token.server_pid, m.pid().as_raw() as u32);
@@ -26,7 +26,7 @@ fn tokens_are_one_time_bound_to_the_process_and_unforgeable() {
     assert_eq!(redeem(&token).err(), Some(Errno::EACCES), "replayed token");
 
     let forged = MshareToken {
-        token: [token.token[0] ^ 1, token.token[1]],
+        token: Token([token.token.0[0] ^ 1, token.token.0[1]]),
         ..token
     };
     assert_eq!(redeem(&forged).err(), Some(Errno::EACCES), "wrong token");
@@ -47,14 +47,14 @@ fn tokens_are_one_time_bound_to_the_process_and_unforgeable() {
     let sock = UnixStream::connect_addr(&addr).unwrap();
     sock.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(
-        broker::receive(&sock).err().map(|e| e.1),
+        broker::receive(&sock).err().map(|e| e.errno),
         Some(Errno::EPROTO)
     );
     let mut short = UnixStream::connect_addr(&addr).unwrap();
     short.write_all(&[1, 2, 3]).unwrap();
     short.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(
-        broker::receive(&short).err().map(|e| e.1),
+        broker::receive(&short).err().map(|e| e.errno),
         Some(Errno::EPROTO)
     );
 
@@ -72,7 +72,7 @@ fn tokens_are_one_time_bound_to_the_process_and_unforgeable() {
 
 #[test]
 fn a_process_without_read_access_gets_nothing() {
-    let m = Mount::new("");
+    let m = Server::mount("");
     let fd = create_mapped_region(&m, "private", 4 * GIB, GIB);
     let token = ioctl::get_token(&fd).unwrap();
     let path = m.path("private");

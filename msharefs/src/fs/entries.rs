@@ -1,0 +1,178 @@
+//! Names: lookup, creating regions and directories, removing and renaming
+//! them, and freeing what nothing refers to any more.
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use fuser::{FileAttr, INodeNo, RenameFlags, Request};
+use log::debug;
+use mshare_uapi::Backing;
+use nix::errno::Errno;
+
+use super::MshareFs;
+use crate::fail::{ensure, Fail};
+use crate::namespace::{Kind, Meta, Removal};
+use crate::region::Region;
+
+impl MshareFs {
+    /// `lookup`.
+    pub(super) fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Fail> {
+        let ns = self.ns.read();
+        self.entry_in(&ns, ns.child(parent, name)?)
+    }
+
+    /// A new, empty backing file of `kind`, labelled `name`.
+    pub(super) fn make_backing(&self, kind: Backing, name: &str) -> Result<OwnedFd, Fail> {
+        self.store
+            .create(kind, name)
+            .map_err(|e| Fail::with(e, format!("cannot create {kind} backing memory: {e}")))
+    }
+
+    /// Creates a region named `name` in `parent` (no open, no lookup
+    /// reference: the caller takes one when it replies with the entry).
+    pub(super) fn new_region(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<(INodeNo, Arc<Region>), Fail> {
+        let kind = self.store.effective(self.opts.backing);
+        let file = self.make_backing(kind, &name.to_string_lossy())?;
+        let mut ns = self.ns.write();
+        ensure(
+            ns.region_count() < self.opts.max_regions,
+            Errno::ENOSPC,
+            "max_regions reached",
+        )?;
+        let region = Arc::new(Region::new(
+            ns.next_ino(),
+            kind,
+            file,
+            self.placement.clone(),
+        ));
+        let meta = Meta::new(mode as u16, req.uid(), req.gid());
+        let ino = ns.insert(parent, name, Kind::Region(region.clone()), meta)?;
+        debug!(
+            "created region {name:?} (inode {}, {kind}) for uid {}",
+            ino.0,
+            req.uid()
+        );
+        Ok((ino, region))
+    }
+
+    /// `mknod`: regular files only.
+    pub(super) fn do_mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<FileAttr, Fail> {
+        ensure(
+            mode & libc::S_IFMT == libc::S_IFREG,
+            Errno::EPERM,
+            "only regular files (regions) can be created",
+        )?;
+        let (ino, _) = self.new_region(req, parent, name, mode)?;
+        self.entry_of(ino)
+    }
+
+    /// `mkdir`.
+    pub(super) fn do_mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<FileAttr, Fail> {
+        let meta = Meta::new(mode as u16, req.uid(), req.gid());
+        let ino = self
+            .ns
+            .write()
+            .insert(parent, name, Kind::Dir(Default::default()), meta)?;
+        self.entry_of(ino)
+    }
+
+    /// `unlink` or `rmdir`.
+    pub(super) fn do_remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        removal: Removal,
+    ) -> Result<(), Fail> {
+        let ino = self.ns.write().remove(parent, name, removal)?;
+        self.reap(ino);
+        Ok(())
+    }
+
+    /// `rename` (`RENAME_NOREPLACE` is the only flag).
+    pub(super) fn do_rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> Result<(), Fail> {
+        ensure(
+            (flags & !RenameFlags::RENAME_NOREPLACE).is_empty(),
+            Errno::EINVAL,
+            "only RENAME_NOREPLACE is supported",
+        )?;
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let replaced = self
+            .ns
+            .write()
+            .rename(parent, name, newparent, newname, noreplace)?;
+        if let Some(t) = replaced {
+            self.reap(t);
+        }
+        Ok(())
+    }
+
+    /// `forget`: drops kernel lookup references; frees a region nothing
+    /// refers to any more.
+    pub(super) fn do_forget(&self, ino: INodeNo, nlookup: u64) {
+        let gone = self.ns.write().forget(ino, nlookup);
+        if let Some(r) = gone.as_ref().and_then(|n| n.region()) {
+            r.release_memory();
+        }
+    }
+
+    /// Frees a region's memory once no name and no open handle remain, and
+    /// drops the inode once the kernel has forgotten it too.
+    pub(super) fn reap(&self, ino: INodeNo) {
+        let mut ns = self.ns.write();
+        if let Ok(node) = ns.node(ino) {
+            if let Some(r) = node.region() {
+                if !node.is_linked() && r.opens() == 0 {
+                    r.release_memory();
+                    debug!("region inode {}: memory released", ino.0);
+                }
+            }
+        }
+        ns.remove_if_unused(ino);
+    }
+
+    /// The region's name for a log line (scans the parent directory).
+    pub(super) fn region_name(&self, ino: INodeNo) -> String {
+        let ns = self.ns.read();
+        let Ok(node) = ns.node(ino) else {
+            return format!("inode {}", ino.0);
+        };
+        let parent = ns.node(node.parent).ok();
+        let name = parent.and_then(|p| match &p.kind {
+            Kind::Dir(e) => e
+                .iter()
+                .find(|(_, &i)| i == ino)
+                .map(|(n, _)| n.to_string_lossy().into_owned()),
+            _ => None,
+        });
+        match name {
+            Some(n) => format!("region '{n}'"),
+            None => format!("region inode {} (unlinked)", ino.0),
+        }
+    }
+}

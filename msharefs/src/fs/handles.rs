@@ -1,0 +1,111 @@
+//! Open file and directory handles: numbers from a counter that never
+//! reuses one, each checked against its inode on every use.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fuser::{FileHandle, INodeNo};
+use nix::errno::Errno;
+use parking_lot::Mutex;
+
+use crate::fail::{ensure, Fail};
+use crate::namespace::DirEntry;
+use crate::region::{Access, Region};
+
+/// What a handle was opened on.
+#[derive(Debug)]
+pub enum Opened {
+    /// A region file, with the access its open allowed.
+    Region {
+        /// The region.
+        region: Arc<Region>,
+        /// What the open allowed.
+        access: Access,
+    },
+    /// `mshare_info`.
+    Info,
+    /// A directory, with the listing taken at `opendir`.
+    Dir(Vec<DirEntry>),
+}
+
+#[derive(Debug)]
+struct Handle {
+    /// The inode it was opened on.
+    ino: INodeNo,
+    /// What it is.
+    opened: Opened,
+}
+
+/// The handle table.
+#[derive(Debug)]
+pub struct Handles {
+    /// Open handles by number.
+    table: Mutex<HashMap<FileHandle, Handle>>,
+    /// The next number.
+    next: AtomicU64,
+}
+
+impl Handles {
+    /// An empty table.
+    pub fn new() -> Self {
+        Handles {
+            table: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// Registers a handle on `ino`.
+    pub fn add(&self, ino: INodeNo, opened: Opened) -> FileHandle {
+        let fh = FileHandle(self.next.fetch_add(1, Ordering::Relaxed));
+        self.table.lock().insert(fh, Handle { ino, opened });
+        fh
+    }
+
+    /// Forgets a handle; what it was opened on.
+    pub fn remove(&self, fh: FileHandle) -> Option<Opened> {
+        self.table.lock().remove(&fh).map(|h| h.opened)
+    }
+
+    /// The region and access of region handle `fh` on `ino`: `EBADF` for
+    /// an unknown handle or one of another inode, `ENOTTY` for a handle
+    /// that is not a region's.
+    pub fn region(&self, fh: FileHandle, ino: INodeNo) -> Result<(Arc<Region>, Access), Fail> {
+        let table = self.table.lock();
+        let h = Self::checked(&table, fh, ino)?;
+        match &h.opened {
+            Opened::Region { region, access } => Ok((region.clone(), *access)),
+            _ => Err(Fail::new(Errno::ENOTTY, "not a region")),
+        }
+    }
+
+    /// Calls `f` with the listing of directory handle `fh` on `ino`.
+    pub fn with_listing<T>(
+        &self,
+        fh: FileHandle,
+        ino: INodeNo,
+        f: impl FnOnce(&[DirEntry]) -> T,
+    ) -> Result<T, Fail> {
+        let table = self.table.lock();
+        match &Self::checked(&table, fh, ino)?.opened {
+            Opened::Dir(listing) => Ok(f(listing)),
+            _ => Err(Fail::new(Errno::ENOTDIR, "not a directory handle")),
+        }
+    }
+
+    fn checked(
+        table: &HashMap<FileHandle, Handle>,
+        fh: FileHandle,
+        ino: INodeNo,
+    ) -> Result<&Handle, Fail> {
+        let h = table
+            .get(&fh)
+            .ok_or(Fail::new(Errno::EBADF, "unknown file handle"))?;
+        ensure(
+            h.ino == ino,
+            Errno::EBADF,
+            "file handle belongs to another inode",
+        )?;
+        Ok(h)
+    }
+}

@@ -1,0 +1,108 @@
+//! The ioctls on a region file: decoding the bytes the kernel copied, the
+//! access check, and the call into the region or the broker.
+
+use fuser::{FileHandle, INodeNo, Request};
+use log::debug;
+use mshare_uapi::{
+    Backing, MshareCreate, MshareInfo, MshareToken, MshareUnmap, MSHAREFS_CREATE_MAPPING,
+    MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, TOKEN_HUGETLB,
+    TOKEN_WRITABLE,
+};
+use nix::errno::Errno;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::MshareFs;
+use crate::fail::{ensure, Fail};
+
+/// Decodes an ioctl argument (the kernel copied `_IOC_SIZE` bytes).
+fn decode<T: FromBytes + KnownLayout + Immutable>(input: &[u8]) -> Result<T, Fail> {
+    T::read_from_prefix(input)
+        .map(|(v, _)| v)
+        .map_err(|_| Fail::new(Errno::EINVAL, "ioctl argument too short"))
+}
+
+/// Encodes an ioctl result, if the caller's buffer holds it.
+fn encode<T: IntoBytes + Immutable>(value: &T, out_size: u32) -> Result<Vec<u8>, Fail> {
+    let bytes = value.as_bytes();
+    ensure(
+        out_size as usize >= bytes.len(),
+        Errno::EINVAL,
+        "output buffer too small",
+    )?;
+    Ok(bytes.to_vec())
+}
+
+impl MshareFs {
+    /// One ioctl on region handle `fh`; the bytes to copy out.
+    pub(super) fn do_ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        cmd: u32,
+        input: &[u8],
+        out_size: u32,
+    ) -> Result<Vec<u8>, Fail> {
+        let (region, access) = self.handles.region(fh, ino).map_err(|f| match f.errno {
+            Errno::ENOTTY => Fail::new(Errno::ENOTTY, "ioctl on a file that is not a region"),
+            _ => f,
+        })?;
+        let need_write = || {
+            ensure(
+                access.writes(),
+                Errno::EBADF,
+                "control ioctl on a file not opened for writing",
+            )
+        };
+        match cmd {
+            MSHAREFS_GET_SIZE => encode(&region.info()?, out_size),
+            MSHAREFS_SET_SIZE => {
+                need_write()?;
+                let info: MshareInfo = decode(input)?;
+                ensure(info.start != 0, Errno::EINVAL, "start is zero")?;
+                let set = region.set_size(info)?;
+                debug!(
+                    "{}: size set to {:#x}+{:#x}",
+                    self.region_name(ino),
+                    set.start,
+                    set.size
+                );
+                Ok(Vec::new())
+            }
+            MSHAREFS_CREATE_MAPPING => {
+                need_write()?;
+                region.create_object(&decode::<MshareCreate>(input)?)?;
+                Ok(Vec::new())
+            }
+            MSHAREFS_UNMAP => {
+                need_write()?;
+                region.unmap(&decode::<MshareUnmap>(input)?)?;
+                Ok(Vec::new())
+            }
+            MSHAREFS_GET_TOKEN => {
+                ensure(
+                    out_size as usize >= size_of::<MshareToken>(),
+                    Errno::EINVAL,
+                    "output buffer too small",
+                )?;
+                let token = self.broker.issue(fh, req.pid(), region.file()?, access)?;
+                let mut flags = if access.writes() { TOKEN_WRITABLE } else { 0 };
+                if region.kind == Backing::Hugetlb {
+                    flags |= TOKEN_HUGETLB;
+                }
+                debug!(
+                    "{}: token issued to pid {}",
+                    self.region_name(ino),
+                    req.pid()
+                );
+                let reply = MshareToken {
+                    token,
+                    server_pid: std::process::id(),
+                    flags,
+                };
+                encode(&reply, out_size)
+            }
+            _ => Err(Fail::with(Errno::ENOTTY, format!("unknown ioctl {cmd:#x}"))),
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! FUSE dispatch: one method per request, each calling a handler that
+//! returns `Result<_, Fail>` and the one adapter ([`reply::answer`]) that
+//! sends exactly one reply. The handlers live by concern:
+//! [`entries`] (names), [`open`] (open files and their I/O), [`attr`],
+//! [`ioctl`], [`xattr`]; [`handles`] is the handle table.
+
+mod attr;
+mod entries;
+mod handles;
+mod ioctl;
+mod open;
+mod reply;
+mod xattr;
+
+use std::ffi::OsStr;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+};
+use log::{info, warn};
+use mshare_uapi::{BACKING_XATTR, PAGE_SIZE};
+use nix::errno::Errno;
+use parking_lot::RwLock;
+
+use self::attr::AttrChange;
+use self::handles::{Handles, Opened};
+use self::reply::{answer, empty, entry, Lazy, ATTR_TTL};
+use self::xattr::xattr_reply;
+use crate::backing::BackingStore;
+use crate::broker::Broker;
+use crate::fail::Fail;
+use crate::namespace::{Namespace, Removal, NAME_MAX};
+use crate::options::{Options, Passthrough};
+use crate::placement::Placement;
+use crate::region::OpenMode;
+
+/// The msharefs file system.
+#[derive(Debug)]
+pub struct MshareFs {
+    /// The tree of names and inodes.
+    ns: RwLock<Namespace>,
+    /// Open file and directory handles.
+    handles: Handles,
+    /// Makes backing files.
+    store: BackingStore,
+    /// The alignment and the address ranges of sized regions.
+    placement: Arc<Placement>,
+    /// Mount options.
+    opts: Options,
+    /// Whether opens are answered with FUSE passthrough (until the kernel
+    /// refuses it).
+    passthrough: AtomicBool,
+    /// What `mshare_info` reads as.
+    info_text: String,
+    /// Hands backing descriptors to holders of open region files.
+    broker: Arc<Broker>,
+}
+
+impl MshareFs {
+    /// A file system with these options, its root owned by `uid`/`gid`.
+    pub fn new(opts: Options, uid: u32, gid: u32) -> Self {
+        let store = BackingStore::new();
+        if store.effective(opts.backing) != opts.backing {
+            warn!(
+                "backing={} is not available; new regions use {}",
+                opts.backing,
+                store.effective(opts.backing)
+            );
+        }
+        MshareFs {
+            ns: RwLock::new(Namespace::new(uid, gid)),
+            handles: Handles::new(),
+            store,
+            placement: Arc::new(Placement::new(opts.align)),
+            info_text: format!("{}\n", opts.align),
+            passthrough: AtomicBool::new(opts.passthrough == Passthrough::Auto),
+            opts,
+            broker: Broker::start(),
+        }
+    }
+
+    /// The region's name for a log line, looked up only if the line is
+    /// written.
+    fn name_of(&self, ino: INodeNo) -> Lazy<impl Fn() -> String + '_> {
+        Lazy(move || self.region_name(ino))
+    }
+}
+
+/// Replies to an open of a region file as [`OpenMode`] says.
+fn opened(reply: ReplyOpen, (fh, mode): (FileHandle, OpenMode)) {
+    match mode {
+        OpenMode::Passthrough(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
+        OpenMode::Direct => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+    }
+}
+
+impl Filesystem for MshareFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        if self.passthrough.load(Ordering::Relaxed) {
+            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(1).is_ok();
+            if ok {
+                info!("FUSE passthrough enabled: region files can be mmapped");
+            } else {
+                self.passthrough.store(false, Ordering::Relaxed);
+                warn!("the kernel offers no FUSE passthrough: region files cannot be mmapped (ENODEV); use libmshare");
+            }
+        } else {
+            info!("passthrough=off: region files cannot be mmapped (ENODEV)");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let res = self.do_lookup(parent, name);
+        answer(reply, "lookup", format_args!("{name:?}"), res, entry);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.do_forget(ino, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        answer(reply, "getattr", ino.0, self.attr_of(ino), reply::attr);
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
+        let res = self.do_setattr(req, ino, change);
+        answer(reply, "setattr", self.name_of(ino), res, reply::attr);
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let res = self.do_mknod(req, parent, name, mode);
+        answer(reply, "mknod", format_args!("{name:?}"), res, entry);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let res = self.do_mkdir(req, parent, name, mode);
+        answer(reply, "mkdir", format_args!("{name:?}"), res, entry);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let res = self.do_remove(parent, name, Removal::File);
+        answer(reply, "unlink", format_args!("{name:?}"), res, empty);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let res = self.do_remove(parent, name, Removal::Dir);
+        answer(reply, "rmdir", format_args!("{name:?}"), res, empty);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let res = Err(Fail::new(Errno::EPERM, "symbolic links are not supported"));
+        answer(reply, "symlink", format_args!("{name:?}"), res, entry);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let res = Err(Fail::new(Errno::EPERM, "hard links are not supported"));
+        answer(reply, "link", format_args!("{newname:?}"), res, entry);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let res = self.do_rename(parent, name, newparent, newname, flags);
+        let subject = format_args!("{name:?} -> {newname:?}");
+        answer(reply, "rename", subject, res, empty);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let res = self.do_open(ino, flags, |fd| reply.open_backing(fd));
+        answer(reply, "open", self.name_of(ino), res, opened);
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let res = self.do_create(req, parent, name, mode, OpenFlags(flags), |fd| {
+            reply.open_backing(fd)
+        });
+        answer(
+            reply,
+            "create",
+            format_args!("{name:?}"),
+            res,
+            |r, (attr, fh, mode)| match mode {
+                OpenMode::Passthrough(id) => r.created_passthrough(
+                    &ATTR_TTL,
+                    &attr,
+                    Generation(0),
+                    fh,
+                    FopenFlags::empty(),
+                    &id,
+                ),
+                OpenMode::Direct => r.created(
+                    &ATTR_TTL,
+                    &attr,
+                    Generation(0),
+                    fh,
+                    FopenFlags::FOPEN_DIRECT_IO,
+                ),
+            },
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyData,
+    ) {
+        let res = self.do_read(ino, fh, offset, size);
+        answer(reply, "read", self.name_of(ino), res, |r, d| r.data(&d));
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let res = self.do_write(ino, fh, offset, data);
+        answer(reply, "write", self.name_of(ino), res, |r, n| r.written(n));
+    }
+
+    fn flush(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: fuser::LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.broker.revoke_for_closer(fh, req.pid());
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<fuser::LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.do_release(ino, fh);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let res = self.ns.read().entries(ino);
+        answer(reply, "opendir", ino.0, res, |r, listing| {
+            r.opened(
+                self.handles.add(ino, Opened::Dir(listing)),
+                FopenFlags::empty(),
+            )
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let res = self.handles.with_listing(fh, ino, |listing| {
+            for (i, e) in listing.iter().enumerate().skip(offset as usize) {
+                if reply.add(e.ino, i as u64 + 1, e.kind, &e.name) {
+                    break;
+                }
+            }
+        });
+        answer(reply, "readdir", ino.0, res, |r, ()| r.ok());
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles.remove(fh);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let used = self.ns.read().region_count();
+        let max = self.opts.max_regions;
+        reply.statfs(
+            0,
+            0,
+            0,
+            max,
+            max.saturating_sub(used),
+            PAGE_SIZE as u32,
+            NAME_MAX as u32,
+            PAGE_SIZE as u32,
+        );
+    }
+
+    fn ioctl(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        let res = self.do_ioctl(req, ino, fh, cmd, in_data, out_size);
+        let subject = Lazy(|| format!("{cmd:#x} on {}", self.region_name(ino)));
+        answer(reply, "ioctl", subject, res, |r, out| r.ioctl(0, &out));
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let res = self.xattr_value(ino, name);
+        xattr_reply(reply, "getxattr", ino, size, res);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr_reply(reply, "listxattr", ino, size, self.xattr_names(ino));
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let res = self.set_backing(ino, name, value, flags);
+        answer(reply, "setxattr", self.name_of(ino), res, empty);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let res = Err(if name == BACKING_XATTR {
+            Fail::new(Errno::EPERM, "user.mshare.backing cannot be removed")
+        } else {
+            Fail::new(Errno::ENODATA, "no such attribute")
+        });
+        answer(reply, "removexattr", self.name_of(ino), res, empty);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let res = self.do_fallocate(ino, fh, offset, length, mode);
+        answer(reply, "fallocate", self.name_of(ino), res, empty);
+    }
+}

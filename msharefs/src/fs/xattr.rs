@@ -1,0 +1,107 @@
+//! Extended attributes: `user.mshare.backing`, which names a region's
+//! backing kind and, on a fresh region, changes it.
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use fuser::{INodeNo, ReplyXattr};
+use log::debug;
+use mshare_uapi::{Backing, BACKING_XATTR};
+use nix::errno::Errno;
+
+use super::reply::answer;
+use super::MshareFs;
+use crate::fail::{ensure, Fail};
+use crate::region::Region;
+
+impl MshareFs {
+    /// `getxattr`.
+    pub(super) fn xattr_value(&self, ino: INodeNo, name: &OsStr) -> Result<Vec<u8>, Fail> {
+        let ns = self.ns.read();
+        match ns.node(ino)?.region() {
+            Some(r) if name == BACKING_XATTR => Ok(r.kind.as_str().as_bytes().to_vec()),
+            _ => Err(Fail::new(Errno::ENODATA, "no such attribute")),
+        }
+    }
+
+    /// `listxattr`: NUL-terminated names.
+    pub(super) fn xattr_names(&self, ino: INodeNo) -> Result<Vec<u8>, Fail> {
+        let ns = self.ns.read();
+        let mut names = Vec::new();
+        if ns.node(ino)?.region().is_some() {
+            names.extend_from_slice(BACKING_XATTR.as_bytes());
+            names.push(0);
+        }
+        Ok(names)
+    }
+
+    /// `setxattr(user.mshare.backing)`: gives a fresh (unsized, unopened)
+    /// region a new, empty backing file of another kind.
+    pub(super) fn set_backing(
+        &self,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Fail> {
+        ensure(
+            name == BACKING_XATTR,
+            Errno::EOPNOTSUPP,
+            "only user.mshare.backing can be set",
+        )?;
+        ensure(
+            flags & libc::XATTR_CREATE == 0,
+            Errno::EEXIST,
+            "user.mshare.backing always exists",
+        )?;
+        let text = std::str::from_utf8(value)
+            .unwrap_or("")
+            .trim_end_matches(['\0', '\n']);
+        let kind: Backing = text
+            .parse()
+            .map_err(|_| Fail::new(Errno::EINVAL, "backing must be thp, shmem or hugetlb"))?;
+        let kind = self.store.effective(kind);
+        let old = self.ns.read().node(ino)?.region().cloned();
+        let old = old.ok_or(Fail::new(Errno::EOPNOTSUPP, "not a region"))?;
+        if old.kind == kind {
+            return Ok(());
+        }
+        ensure(
+            old.is_fresh(),
+            Errno::EBUSY,
+            "the backing of an open or sized region cannot change",
+        )?;
+        let file = self.make_backing(kind, &self.region_name(ino))?;
+        let new = Region::new(ino, kind, file, self.placement.clone());
+        self.ns.write().replace_region(ino, &old, Arc::new(new))?;
+        old.release_memory();
+        debug!("region inode {}: backing is now {kind}", ino.0);
+        Ok(())
+    }
+}
+
+/// Answers a getxattr/listxattr: the size when asked for 0 bytes, the data
+/// when it fits, `ERANGE` when it does not.
+pub fn xattr_reply(
+    reply: ReplyXattr,
+    op: &str,
+    ino: INodeNo,
+    size: u32,
+    res: Result<Vec<u8>, Fail>,
+) {
+    let res = res.and_then(|data| {
+        ensure(
+            size == 0 || data.len() <= size as usize,
+            Errno::ERANGE,
+            "buffer too small",
+        )?;
+        Ok(data)
+    });
+    answer(reply, op, ino.0, res, |r, data| {
+        if size == 0 {
+            r.size(data.len() as u32)
+        } else {
+            r.data(&data)
+        }
+    });
+}
