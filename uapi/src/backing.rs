@@ -51,16 +51,9 @@ impl fmt::Display for Backing {
 }
 
 /// A word that names no backing kind.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a backing (thp, shmem or hugetlb)")]
 pub struct UnknownBacking(pub String);
-
-impl fmt::Display for UnknownBacking {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "'{}' is not a backing (thp, shmem or hugetlb)", self.0)
-    }
-}
-
-impl std::error::Error for UnknownBacking {}
 
 impl FromStr for Backing {
     type Err = UnknownBacking;
