@@ -7,6 +7,12 @@
 //!
 //! Every backing file is anonymous: its memory is freed when the server's
 //! descriptor, every passthrough open and every mapping of it are gone.
+//!
+//! Every backing file is mode 0600 and owned by the server, so that a
+//! descriptor the broker hands out cannot be reopened through
+//! `/proc/<pid>/fd` with more access than it carries: a memfd is made mode
+//! 0777, and anyone holding a read-only descriptor of one could reopen it
+//! read-write.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -76,7 +82,9 @@ impl BackingStore {
                 }
                 let label = CString::new(format!("msharefs:{}", name.replace('\0', "")))
                     .map_err(|_| Errno::EINVAL)?;
-                memfd_create(label.as_c_str(), flags)
+                let fd = memfd_create(label.as_c_str(), flags)?;
+                nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o600))?;
+                Ok(fd)
             }
         }
     }

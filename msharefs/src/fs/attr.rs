@@ -27,8 +27,13 @@ pub struct AttrChange {
 }
 
 impl AttrChange {
-    fn changes_content_or_owner(&self) -> bool {
-        self.mode.is_some() || self.uid.is_some() || self.gid.is_some() || self.size.is_some()
+    fn is_empty(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.size.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
     }
 }
 
@@ -97,11 +102,7 @@ impl MshareFs {
             let ns = self.ns.read();
             let node = ns.node(ino)?;
             if ino == INFO {
-                ensure(
-                    !ch.changes_content_or_owner(),
-                    Errno::EPERM,
-                    "mshare_info cannot be changed",
-                )?;
+                ensure(ch.is_empty(), Errno::EPERM, "mshare_info cannot be changed")?;
             }
             if !self.opts.default_permissions && req.uid() != 0 {
                 // Without default_permissions the kernel checks nothing.

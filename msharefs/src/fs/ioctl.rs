@@ -80,6 +80,13 @@ impl MshareFs {
                 Ok(Vec::new())
             }
             MSHAREFS_GET_TOKEN => {
+                // A write-only open could read through any descriptor of
+                // the memory (mmap needs read access): it gets none.
+                ensure(
+                    access.reads(),
+                    Errno::EBADF,
+                    "backing descriptor for a file not opened for reading",
+                )?;
                 ensure(
                     out_size as usize >= size_of::<MshareToken>(),
                     Errno::EINVAL,

@@ -145,7 +145,8 @@ impl MshareFs {
             let end = start.saturating_add(size as usize).min(text.len());
             return Ok(text[start..end].to_vec());
         }
-        let (region, _) = self.handles.region(fh, ino)?;
+        let (region, access) = self.handles.region(fh, ino)?;
+        ensure(access.reads(), Errno::EBADF, "not opened for reading")?;
         region.read(offset, size)
     }
 

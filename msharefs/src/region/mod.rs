@@ -43,6 +43,11 @@ impl Access {
     pub fn writes(self) -> bool {
         self != Access::ReadOnly
     }
+
+    /// Whether the open allows reading (and so a backing descriptor).
+    pub fn reads(self) -> bool {
+        self != Access::WriteOnly
+    }
 }
 
 /// How an open of a region is answered.

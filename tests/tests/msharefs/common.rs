@@ -38,3 +38,24 @@ pub fn map_region(fd: &OwnedFd) -> Map {
     assert_eq!(map.addr(), info.start, "mapped at the region's start");
     map
 }
+
+/// Runs `f` in a forked child as `uid` (group `uid` too, no supplementary
+/// groups); its exit code.
+pub fn as_user(uid: u32, f: impl FnOnce() -> i32) -> i32 {
+    in_child(|| {
+        nix::unistd::setgroups(&[]).unwrap();
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).unwrap();
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).unwrap();
+        f()
+    })
+}
+
+/// A bit of `failures` for every check that did not hold, so that a
+/// child's exit code says which ones failed.
+pub fn failures(checks: &[bool]) -> i32 {
+    checks
+        .iter()
+        .enumerate()
+        .filter(|(_, ok)| !**ok)
+        .fold(0, |acc, (i, _)| acc | 1 << i)
+}
