@@ -11,8 +11,7 @@
 
 use std::io::{IoSliceMut, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -20,7 +19,7 @@ use nix::sys::socket::{
     getsockopt, recvmsg, sockopt::PeerCredentials, ControlMessageOwned, MsgFlags,
 };
 
-use mshare_uapi::{broker_socket_name, MshareToken};
+use mshare_uapi::{broker_socket_path, MshareToken};
 
 /// Why an exchange failed, and the errno to report.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,16 +46,16 @@ pub fn exchange(token: &MshareToken) -> Result<OwnedFd, BrokerError> {
     let io = |what: &str, e: std::io::Error| {
         BrokerError::new(format!("{what}: {e}"), crate::errno_of(&e))
     };
-    let name = broker_socket_name(token.server_pid);
-    let addr = SocketAddr::from_abstract_name(name.as_bytes()).map_err(|e| io("socket name", e))?;
+    let path = broker_socket_path(token.server_pid);
+    let name = path.display();
     let mut sock =
-        UnixStream::connect_addr(&addr).map_err(|e| io(&format!("connecting to @{name}"), e))?;
+        UnixStream::connect(&path).map_err(|e| io(&format!("connecting to {name}"), e))?;
     let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
     let peer =
         getsockopt(&sock, PeerCredentials).map_err(|e| BrokerError::new("SO_PEERCRED", e))?;
     if peer.pid() != token.server_pid as i32 {
         return Err(BrokerError::new(
-            format!("@{name} is held by pid {}, not the server", peer.pid()),
+            format!("{name} is held by pid {}, not the server", peer.pid()),
             Errno::EACCES,
         ));
     }

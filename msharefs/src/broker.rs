@@ -4,41 +4,53 @@
 //! 1. `MSHAREFS_GET_TOKEN` on an open region file makes a [`Grant`]: a
 //!    random 128-bit token bound to that open handle, to the calling
 //!    process (its thread-group id) and to the access the open allowed.
-//! 2. The process connects to the abstract Unix socket
-//!    [`broker_socket_name`] and sends the token. The broker takes the
-//!    token out of the table (it is good for one try), checks its age and
-//!    that the peer's `SO_PEERCRED` pid is the bound process, and sends a new
-//!    descriptor of the backing file opened with the same access
-//!    (`O_RDONLY` or `O_RDWR`) by `SCM_RIGHTS`.
+//! 2. The process connects to the Unix socket [`broker_socket_path`] and
+//!    sends the token. The broker takes the token out of the table (it is
+//!    good for one try), checks its age and that the peer's `SO_PEERCRED`
+//!    pid is the bound process, and sends a new descriptor of the backing
+//!    file opened with the same access (`O_RDONLY` or `O_RDWR`) by
+//!    `SCM_RIGHTS`.
+//!
+//! The socket lives in [`BROKER_DIR`], a directory that the server makes
+//! owned by itself and writable by nobody else, so no other user can take
+//! its name first. One thread serves every connection from an epoll loop:
+//! an idle connection costs a table entry, never a thread or a wait for
+//! the others; each uid may hold [`MAX_PER_UID`] connections at once (its
+//! oldest is closed for a new one), all together at most what
+//! [`crate::limits`] allows (the heaviest uid's oldest goes), and none
+//! lives past [`CONN_DEADLINE`].
 //!
 //! Closing a descriptor of the handle revokes the closing process's grants
 //! on it; releasing the handle revokes all of them. See
 //! `Documentation/libmshare.md` for the client side.
 
 use std::collections::HashMap;
-use std::io::{IoSlice, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::fs::File;
+use std::io::{ErrorKind, IoSlice, Read};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, warn};
-use mshare_uapi::{broker_socket_name, Token, TOKEN_TTL_SECS};
+use fuser::FileHandle;
+use log::{debug, info, warn};
+use mshare_uapi::{broker_socket_path, Token, BROKER_DIR, TOKEN_TTL_SECS};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{getsockopt, sendmsg, sockopt::PeerCredentials, ControlMessage, MsgFlags};
 use nix::sys::stat::Mode;
 use parking_lot::Mutex;
 
-use fuser::FileHandle;
-
-use crate::fail::{ensure, Fail};
+use crate::fail::{ensure, errno_of, Fail};
 use crate::region::Access;
 
-/// Connections served on threads of their own at once.
-const MAX_CONNECTIONS: usize = 64;
+/// Connections one uid may hold open at once.
+pub const MAX_PER_UID: usize = 32;
+/// How long a connection may take to send its token.
+pub const CONN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What a token buys.
 #[derive(Debug)]
@@ -60,10 +72,8 @@ struct Grant {
 pub struct Broker {
     /// Grants by token.
     grants: Mutex<HashMap<Token, Grant>>,
-    /// Connections being served.
-    active: AtomicUsize,
-    /// Whether the socket is listening.
-    listening: bool,
+    /// The socket's path, while it is listening.
+    socket: Option<PathBuf>,
 }
 
 fn random_token() -> Result<Token, Fail> {
@@ -74,40 +84,123 @@ fn random_token() -> Result<Token, Fail> {
 }
 
 /// The thread-group id of thread `tid` (FUSE requests carry the thread id).
-fn tgid_of(tid: u32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+fn tgid_of(tid: u32) -> Result<i32, Fail> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|e| match errno_of(&e) {
+            Errno::ENOENT | Errno::ESRCH => {
+                Fail::new(Errno::EPERM, "caller is not in the server's pid namespace")
+            }
+            errno => Fail::with(errno, format!("reading /proc/{tid}/status: {e}")),
+        })?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:")?.trim().parse().ok())
+        .ok_or(Fail::new(Errno::EIO, "no Tgid in /proc/PID/status"))
+}
+
+/// Makes [`BROKER_DIR`] if needed and checks that only this process's user
+/// can create entries in it.
+fn private_dir() -> Result<&'static Path, String> {
+    let dir = Path::new(BROKER_DIR);
+    match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {BROKER_DIR}: {e}")),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{BROKER_DIR}: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{BROKER_DIR} is not a directory owned by uid {me} and writable only by it"
+        ));
+    }
+    Ok(dir)
+}
+
+/// Removes the sockets of servers that are gone.
+fn remove_stale_sockets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("broker.")?.strip_suffix(".sock"))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let gone =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH);
+            if gone {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+fn listen() -> Result<(UnixListener, PathBuf), String> {
+    let dir = private_dir()?;
+    remove_stale_sockets(dir);
+    let path = broker_socket_path(std::process::id());
+    let _ = std::fs::remove_file(&path); // ours: only this user writes here
+    let listener = UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Every user may connect: the token, not the socket, is the check.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((listener, path))
 }
 
 impl Broker {
-    /// Starts the broker on its abstract socket. If the socket cannot be
-    /// bound, the broker refuses every token request (`EOPNOTSUPP`), and the
-    /// log says why.
-    pub fn start() -> Arc<Broker> {
-        let name = broker_socket_name(std::process::id());
-        let listener = SocketAddr::from_abstract_name(name.as_bytes())
-            .and_then(|a| UnixListener::bind_addr(&a));
+    /// Starts the broker on its socket. If it cannot listen (a server that
+    /// may not write [`BROKER_DIR`]), every token request is refused
+    /// (`EOPNOTSUPP`) and the log says why.
+    pub fn start(max_conns: usize) -> Arc<Broker> {
+        let listening = listen().and_then(|(l, path)| {
+            let epoll =
+                Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
+            epoll
+                .add(&l, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
+                .map_err(|e| format!("epoll: {e}"))?;
+            Ok((l, path, epoll))
+        });
+        let (socket, serve) = match listening {
+            Ok((l, path, epoll)) => (Some(path), Some((l, epoll))),
+            Err(e) => {
+                warn!("no descriptor broker ({e}): libmshare cannot map regions of this mount");
+                (None, None)
+            }
+        };
         let broker = Arc::new(Broker {
             grants: Mutex::new(HashMap::new()),
-            active: AtomicUsize::new(0),
-            listening: listener.is_ok(),
+            socket,
         });
-        match listener {
-            Ok(listener) => {
-                let b = broker.clone();
-                std::thread::Builder::new()
-                    .name("broker".into())
-                    .spawn(move || b.accept_loop(listener))
-                    .expect("spawn the broker thread");
-                debug!("broker listening on @{name}");
-            }
-            Err(e) => {
-                warn!("cannot listen on @{name} ({e}): libmshare cannot get backing descriptors")
-            }
+        if let Some((listener, epoll)) = serve {
+            let b = broker.clone();
+            std::thread::Builder::new()
+                .name("broker".into())
+                .spawn(move || Server::new(listener, epoll, max_conns).run(&b))
+                .expect("spawn the broker thread");
+            info!(
+                "broker listening on {}",
+                broker.socket_path().unwrap().display()
+            );
         }
         broker
+    }
+
+    /// The socket's path, if it listens.
+    pub fn socket_path(&self) -> Option<&Path> {
+        self.socket.as_deref()
+    }
+
+    /// Removes the socket (the server is exiting).
+    pub fn remove_socket(&self) {
+        if let Some(p) = &self.socket {
+            let _ = std::fs::remove_file(p);
+        }
     }
 
     /// `MSHAREFS_GET_TOKEN`: a token for handle `fh` of thread `tid`.
@@ -119,14 +212,11 @@ impl Broker {
         access: Access,
     ) -> Result<Token, Fail> {
         ensure(
-            self.listening,
+            self.socket.is_some(),
             Errno::EOPNOTSUPP,
             "the broker socket is not listening",
         )?;
-        let tgid = tgid_of(tid).ok_or(Fail::new(
-            Errno::EPERM,
-            "caller is not in the server's pid namespace",
-        ))?;
+        let tgid = tgid_of(tid)?;
         let token = random_token()?;
         let mut grants = self.grants.lock();
         grants.retain(|_, g| g.issued.elapsed() < Duration::from_secs(TOKEN_TTL_SECS));
@@ -152,7 +242,7 @@ impl Broker {
         if !self.grants.lock().values().any(|g| g.fh == fh) {
             return;
         }
-        let tgid = tgid_of(tid);
+        let tgid = tgid_of(tid).ok();
         self.grants
             .lock()
             .retain(|_, g| !(g.fh == fh && Some(g.tgid) == tgid));
@@ -183,80 +273,262 @@ impl Broker {
         Ok((grant.file, grant.access))
     }
 
-    /// Serves each connection on a thread of its own, up to
-    /// [`MAX_CONNECTIONS`] at once; beyond that the accepting thread serves
-    /// it itself, which slows new connections down (they wait in the
-    /// listen backlog) but never drops one: a burst of attaching clients is
-    /// the normal case.
-    fn accept_loop(self: Arc<Self>, listener: UnixListener) {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            if self.active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                self.serve(conn);
-                self.active.fetch_sub(1, Ordering::AcqRel);
-                continue;
-            }
-            let b = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name("broker-conn".into())
-                .spawn(move || {
-                    b.serve(conn);
-                    b.active.fetch_sub(1, Ordering::AcqRel);
+    /// The answer to a complete token from `pid`: a new descriptor of the
+    /// backing file with the grant's access.
+    fn answer(&self, token: Token, pid: i32) -> Result<OwnedFd, Fail> {
+        let (file, access) = self.redeem(token, pid)?;
+        let flags = if access.writes() {
+            OFlag::O_RDWR
+        } else {
+            OFlag::O_RDONLY
+        };
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        Ok(nix::fcntl::open(
+            path.as_str(),
+            flags | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?)
+    }
+}
+
+/// The epoll data of the listening socket.
+const LISTENER: u64 = u64::MAX;
+
+/// A connection waiting for its token.
+struct Conn {
+    stream: UnixStream,
+    /// The peer's pid and uid (`SO_PEERCRED`, taken at connect).
+    pid: i32,
+    uid: u32,
+    /// The token bytes read so far.
+    buf: [u8; Token::SIZE],
+    got: usize,
+    /// When it was accepted.
+    since: Instant,
+}
+
+/// The broker thread's state: the listener and the connections.
+struct Server {
+    listener: UnixListener,
+    epoll: Epoll,
+    conns: HashMap<RawFd, Conn>,
+    /// The most connections held at once.
+    max_conns: usize,
+    /// A spare descriptor, given up to accept-and-close one connection
+    /// when the process is out of descriptors (so the listener does not
+    /// stay readable and spin).
+    spare: Option<File>,
+    /// When the last "out of descriptors" warning was logged.
+    warned: Option<Instant>,
+}
+
+impl Server {
+    fn new(listener: UnixListener, epoll: Epoll, max_conns: usize) -> Self {
+        Server {
+            listener,
+            epoll,
+            conns: HashMap::new(),
+            max_conns,
+            spare: File::open("/dev/null").ok(),
+            warned: None,
+        }
+    }
+
+    fn run(mut self, broker: &Broker) {
+        let mut events = vec![EpollEvent::empty(); 64];
+        loop {
+            let timeout = self
+                .conns
+                .values()
+                .map(|c| (c.since + CONN_DEADLINE).saturating_duration_since(Instant::now()))
+                .min()
+                .map_or(EpollTimeout::NONE, |d| {
+                    EpollTimeout::try_from(d + Duration::from_millis(1))
+                        .unwrap_or(EpollTimeout::MAX)
                 });
-            if let Err(e) = spawned {
-                // The closure (and the connection) came back in the error
-                // only as a drop; count it as finished.
-                debug!("broker: cannot start a thread ({e})");
-                self.active.fetch_sub(1, Ordering::AcqRel);
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!("broker: epoll_wait: {e}; the broker stops");
+                    return;
+                }
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    LISTENER => self.accept_all(),
+                    fd => self.readable(broker, fd as RawFd),
+                }
+            }
+            self.expire();
+        }
+    }
+
+    /// Accepts every pending connection.
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if matches!(errno_of(&e), Errno::EMFILE | Errno::ENFILE) => {
+                    self.shed_one(&e);
+                    return;
+                }
+                Err(e) => {
+                    debug!("broker: accept: {e}");
+                    return;
+                }
             }
         }
     }
 
-    fn serve(&self, mut conn: UnixStream) {
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = conn.set_write_timeout(Some(Duration::from_secs(2)));
-        let answer = (|| {
-            let cred = getsockopt(&conn, PeerCredentials).map_err(Fail::from)?;
-            let mut buf = [0u8; Token::SIZE];
-            conn.read_exact(&mut buf)
-                .map_err(|_| Fail::new(Errno::EPROTO, "short token"))?;
-            let (file, access) = self.redeem(Token::from_bytes(buf), cred.pid())?;
-            let access = if access.writes() {
-                OFlag::O_RDWR
-            } else {
-                OFlag::O_RDONLY
-            };
-            let path = format!("/proc/self/fd/{}", file.as_raw_fd());
-            let fd = nix::fcntl::open(path.as_str(), access | OFlag::O_CLOEXEC, Mode::empty())?;
-            Ok::<_, Fail>((fd, cred.pid()))
-        })();
-        match answer {
-            Ok((fd, pid)) => {
-                let status = 0i32.to_ne_bytes();
-                let fds = [fd.as_fd().as_raw_fd()];
-                let sent = sendmsg::<()>(
-                    conn.as_raw_fd(),
-                    &[IoSlice::new(&status)],
-                    &[ControlMessage::ScmRights(&fds)],
-                    MsgFlags::MSG_NOSIGNAL,
-                    None,
-                );
-                match sent {
-                    Ok(_) => debug!("broker: backing descriptor sent to pid {pid}"),
-                    Err(e) => debug!("broker: sending to pid {pid} failed: {e}"),
+    /// Out of descriptors: accept one connection on the spare descriptor
+    /// and close it, so the backlog drains instead of spinning.
+    fn shed_one(&mut self, e: &std::io::Error) {
+        if self
+            .warned
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
+        {
+            warn!("broker: {e}: refusing connections until descriptors are free");
+            self.warned = Some(Instant::now());
+        }
+        drop(self.spare.take());
+        drop(self.listener.accept());
+        self.spare = File::open("/dev/null").ok();
+    }
+
+    fn admit(&mut self, stream: UnixStream) {
+        let Ok(cred) = getsockopt(&stream, PeerCredentials) else {
+            return;
+        };
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let uid = cred.uid();
+        // A uid at its cap loses its own oldest connection; a full table
+        // loses the oldest connection of the uid holding the most.
+        let of_uid = self.conns.values().filter(|c| c.uid == uid).count();
+        if of_uid >= MAX_PER_UID {
+            self.close_oldest(|c| c.uid == uid);
+        } else if self.conns.len() >= self.max_conns {
+            let heaviest = self.heaviest_uid();
+            self.close_oldest(|c| Some(c.uid) == heaviest);
+        }
+        let fd = stream.as_raw_fd();
+        if self
+            .epoll
+            .add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, fd as u64))
+            .is_err()
+        {
+            return;
+        }
+        self.conns.insert(
+            fd,
+            Conn {
+                stream,
+                pid: cred.pid(),
+                uid,
+                buf: [0; Token::SIZE],
+                got: 0,
+                since: Instant::now(),
+            },
+        );
+    }
+
+    fn heaviest_uid(&self) -> Option<u32> {
+        let mut counts: HashMap<u32, usize> = HashMap::new();
+        for c in self.conns.values() {
+            *counts.entry(c.uid).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .max_by_key(|&(_, n)| n)
+            .map(|(uid, _)| uid)
+    }
+
+    fn close_oldest(&mut self, which: impl Fn(&Conn) -> bool) {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| which(c))
+            .min_by_key(|(_, c)| c.since)
+            .map(|(fd, _)| *fd);
+        if let Some(fd) = oldest {
+            let c = self.close(fd);
+            debug!(
+                "broker: dropped an idle connection of uid {}",
+                c.map_or(0, |c| c.uid)
+            );
+        }
+    }
+
+    fn close(&mut self, fd: RawFd) -> Option<Conn> {
+        let c = self.conns.remove(&fd)?;
+        let _ = self.epoll.delete(&c.stream);
+        Some(c)
+    }
+
+    /// Reads what connection `fd` sent; answers once the token is whole.
+    fn readable(&mut self, broker: &Broker, fd: RawFd) {
+        let Some(c) = self.conns.get_mut(&fd) else {
+            return;
+        };
+        let outcome = loop {
+            match c.stream.read(&mut c.buf[c.got..]) {
+                Ok(0) => break Some(Err(Fail::new(Errno::EPROTO, "short token"))),
+                Ok(n) => {
+                    c.got += n;
+                    if c.got == Token::SIZE {
+                        let token = Token::from_bytes(c.buf);
+                        break Some(broker.answer(token, c.pid));
+                    }
                 }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Some(Err(e.into())),
             }
-            Err(f) => {
-                debug!("broker: refused: {f}");
-                let status = (f.errno as i32).to_ne_bytes();
-                let _ = sendmsg::<()>(
-                    conn.as_raw_fd(),
-                    &[IoSlice::new(&status)],
-                    &[],
-                    MsgFlags::MSG_NOSIGNAL,
-                    None,
-                );
+        };
+        if let Some(outcome) = outcome {
+            if let Some(c) = self.close(fd) {
+                reply(&c, outcome);
             }
+        }
+    }
+
+    /// Closes connections past their deadline.
+    fn expire(&mut self) {
+        let late: Vec<RawFd> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.since.elapsed() >= CONN_DEADLINE)
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in late {
+            if let Some(c) = self.close(fd) {
+                debug!("broker: connection of pid {} sent no token in time", c.pid);
+            }
+        }
+    }
+}
+
+/// Sends the status (and the descriptor) to a connection; never blocks.
+fn reply(c: &Conn, outcome: Result<OwnedFd, Fail>) {
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    let sock = c.stream.as_raw_fd();
+    match outcome {
+        Ok(fd) => {
+            let status = 0i32.to_ne_bytes();
+            let fds = [fd.as_fd().as_raw_fd()];
+            let rights = [ControlMessage::ScmRights(&fds)];
+            match sendmsg::<()>(sock, &[IoSlice::new(&status)], &rights, flags, None) {
+                Ok(_) => debug!("broker: backing descriptor sent to pid {}", c.pid),
+                Err(e) => debug!("broker: sending to pid {} failed: {e}", c.pid),
+            }
+        }
+        Err(f) => {
+            debug!("broker: refused pid {}: {f}", c.pid);
+            let status = (f.errno as i32).to_ne_bytes();
+            let _ = sendmsg::<()>(sock, &[IoSlice::new(&status)], &[], flags, None);
         }
     }
 }

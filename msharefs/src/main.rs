@@ -15,6 +15,7 @@ mod daemon;
 mod fail;
 mod fs;
 mod hugetlb_io;
+mod limits;
 mod namespace;
 mod options;
 mod placement;
@@ -27,7 +28,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fuser::{Config, MountOption, Session, SessionACL};
-use log::{error, info};
+use log::{error, info, warn};
 
 use crate::options::{MountFlag, Options};
 
@@ -165,6 +166,29 @@ fn fuser_config(opts: &Options, source: Option<&OsString>, threads: usize) -> Co
     config
 }
 
+/// FUSE worker threads: enough that requests which wait in the kernel
+/// (allocating or freeing gigabytes, reading /proc) from a few users do not
+/// hold up everyone else's `open` and `close`.
+fn worker_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (4 * cpus).clamp(8, 64)
+}
+
+/// Raises the soft descriptor limit to the hard one; the limit in force.
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(e) => {
+            warn!("cannot raise RLIMIT_NOFILE from {soft} to {hard}: {e}");
+            soft
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let euid = nix::unistd::geteuid();
@@ -221,14 +245,21 @@ fn main() -> ExitCode {
     let threads = if cli.single_threaded {
         1
     } else {
-        std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+        worker_threads()
     };
     let config = fuser_config(&opts, source, threads);
+    let plan = limits::plan(&opts, raise_nofile());
+    if let Some(why) = &plan.lowered {
+        warn!("{why}");
+    }
     let fs = fs::MshareFs::new(
         opts.clone(),
+        plan.limits,
+        plan.broker_conns,
         nix::unistd::getuid().as_raw(),
         nix::unistd::getgid().as_raw(),
     );
+    let broker = fs.broker();
     let session = match target {
         Target::Dir(dir) => Session::new(fs, dir, &config),
         Target::Fd(fd) => Session::from_fd(fs, fd, config.acl, config.clone()),
@@ -237,19 +268,22 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("msharefs: cannot mount on {}: {e}", mountpoint.display());
+            broker.remove_socket();
             return ExitCode::from(1);
         }
     };
     info!(
-        "mounted on {} (align={}, backing={}, max_regions={})",
+        "mounted on {} (align={}, backing={}, max_regions={}, max_regions_per_user={})",
         mountpoint.display(),
         opts.align,
         opts.backing,
-        opts.max_regions
+        plan.limits.nodes,
+        plan.limits.per_user
     );
 
     let mut unmounter = session.unmount_callable();
     let target = mountpoint.canonicalize().unwrap_or(mountpoint.clone());
+    let exiting = broker.clone();
     std::thread::spawn(move || {
         if let Ok(sig) = daemon::wait_for_stop() {
             info!("{sig}: unmounting {}", target.display());
@@ -259,6 +293,7 @@ fn main() -> ExitCode {
                     error!("cannot unmount {}: {e}", target.display());
                 }
             }
+            exiting.remove_socket();
             std::process::exit(0);
         }
     });
@@ -266,7 +301,9 @@ fn main() -> ExitCode {
     if let Some(d) = detached {
         d.ready();
     }
-    match session.run() {
+    let ended = session.run();
+    broker.remove_socket();
+    match ended {
         Ok(()) => {
             info!("unmounted; exiting");
             ExitCode::SUCCESS

@@ -101,8 +101,12 @@ pub struct Options {
     pub align: u64,
     /// `backing=KIND`: the backing of new regions.
     pub backing: Backing,
-    /// `max_regions=N`: how many regions may exist at once.
+    /// `max_regions=N`: how many nodes (regions and directories) may exist
+    /// at once.
     pub max_regions: u64,
+    /// `max_regions_per_user=N`: how many of them one uid other than root
+    /// may have made; `None`: a quarter of `max_regions`.
+    pub max_regions_per_user: Option<u64>,
     /// `debug`: log every request (implies `-f`).
     pub debug: bool,
     /// `passthrough=auto|off`.
@@ -145,6 +149,16 @@ fn value<'a>(v: Option<&'a str>, what: &str) -> Result<&'a str, String> {
     v.ok_or_else(|| format!("needs {what}"))
 }
 
+fn count(v: Option<&str>) -> Result<u64, String> {
+    let n: u64 = value(v, "a number")?
+        .parse()
+        .map_err(|_| "must be a whole number".to_string())?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
 /// The msharefs options.
 pub const OPTIONS: &[Spec] = &[
     Spec {
@@ -180,16 +194,22 @@ pub const OPTIONS: &[Spec] = &[
     Spec {
         name: "max_regions",
         value: Some("N"),
-        help: "most regions that may exist at once; one more is ENOSPC",
+        help: "most regions and directories that may exist at once; one more is ENOSPC \
+               (lowered at start to what RLIMIT_NOFILE allows)",
         default: "65536",
         apply: |o, v| {
-            let n: u64 = value(v, "a number")?
-                .parse()
-                .map_err(|_| "must be a whole number".to_string())?;
-            if n == 0 {
-                return Err("must be at least 1".into());
-            }
-            o.max_regions = n;
+            o.max_regions = count(v)?;
+            Ok(())
+        },
+    },
+    Spec {
+        name: "max_regions_per_user",
+        value: Some("N"),
+        help: "most regions and directories that one user other than root may have \
+               made; one more is EDQUOT for that user only",
+        default: "max_regions/4",
+        apply: |o, v| {
+            o.max_regions_per_user = Some(count(v)?);
             Ok(())
         },
     },
@@ -275,6 +295,7 @@ impl Options {
             align: DEFAULT_ALIGNMENT,
             backing: Backing::Thp,
             max_regions: DEFAULT_MAX_REGIONS,
+            max_regions_per_user: None,
             debug: false,
             passthrough: Passthrough::Auto,
             fsname: None,
@@ -390,8 +411,8 @@ mod tests {
     #[test]
     fn shown_defaults_are_the_code_defaults() {
         for spec in OPTIONS.iter().filter(|s| s.value.is_some()) {
-            if spec.name == "fsname" {
-                continue; // no fixed value: derived from SOURCE
+            if ["fsname", "max_regions_per_user"].contains(&spec.name) {
+                continue; // derived from SOURCE, from max_regions
             }
             let mut o = Options::defaults(false);
             o.apply(&format!("{}={}", spec.name, spec.default)).unwrap();
@@ -402,18 +423,29 @@ mod tests {
     #[test]
     fn documented_defaults_are_the_code_defaults() {
         let doc = include_str!("../../Documentation/msharefs.md");
-        let strip = |s: &str| s.replace('`', "").trim().to_string();
+        let strip = |s: &str| s.replace('`', "").replace("\\|", "|").trim().to_string();
+        let rows: Vec<Vec<String>> = doc
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.split(" | ").map(strip).collect())
+            .collect();
         for spec in OPTIONS {
-            let cell = format!("| `{}", spec.name);
-            let row = doc
-                .lines()
-                .find(|l| l.starts_with(&cell))
+            let row = rows
+                .iter()
+                .find(|r| r[0].trim_start_matches("| ") == spec.synopsis())
                 .unwrap_or_else(|| {
-                    panic!("Documentation/msharefs.md has no row for {}", spec.name)
+                    panic!(
+                        "Documentation/msharefs.md has no row for {}",
+                        spec.synopsis()
+                    )
                 });
-            let default = row.trim_end_matches('|').rsplit('|').next().unwrap();
+            let default = row
+                .last()
+                .unwrap()
+                .trim_end_matches(" |")
+                .trim_end_matches('|');
             assert_eq!(
-                strip(default),
+                default.trim(),
                 spec.default,
                 "documented default of {}",
                 spec.name

@@ -7,7 +7,7 @@
 //!   series renumbered the ioctls in a way that collides, so the RFC v3
 //!   numbers are the ABI.
 //! - msharefs' extension: [`MSHAREFS_GET_TOKEN`], [`MshareToken`] and the
-//!   broker socket ([`broker_socket_name`]) that trades a token for a
+//!   broker socket ([`broker_socket_path`]) that trades a token for a
 //!   region's backing descriptor; the [`Backing`] kinds and their extended
 //!   attribute [`BACKING_XATTR`].
 //! - The C library's option struct [`MshareOptions`] and flags.
@@ -44,7 +44,8 @@ pub use structs::{
     MSHARE_NO_OBJECT,
 };
 pub use token::{
-    broker_socket_name, MshareToken, Token, TOKEN_HUGETLB, TOKEN_TTL_SECS, TOKEN_WRITABLE,
+    broker_socket_path, MshareToken, Token, BROKER_DIR, TOKEN_HUGETLB, TOKEN_TTL_SECS,
+    TOKEN_WRITABLE,
 };
 
 /// Name of the read-only file in the root of every msharefs mount that holds

@@ -36,7 +36,7 @@ impl Token {
 pub struct MshareToken {
     /// The token.
     pub token: Token,
-    /// Pid of the server; its broker listens on [`broker_socket_name`].
+    /// Pid of the server; its broker listens on [`broker_socket_path`].
     pub server_pid: u32,
     /// [`TOKEN_WRITABLE`], [`TOKEN_HUGETLB`].
     pub flags: u32,
@@ -56,14 +56,19 @@ pub const TOKEN_HUGETLB: u32 = 2;
 /// Seconds a token stays valid.
 pub const TOKEN_TTL_SECS: u64 = 10;
 
-/// Abstract Unix socket name (without the leading NUL) of the broker of the
-/// server with pid `server_pid`.
+/// The directory of the brokers' sockets. The server makes it, owned by
+/// root and writable by root only, so that no other user can create (squat)
+/// a socket there.
+pub const BROKER_DIR: &str = "/run/msharefs";
+
+/// The Unix socket of the broker of the server with pid `server_pid`.
 ///
-/// Protocol: the client connects, sends the token's 16 bytes
-/// ([`Token::to_bytes`]) and reads a native-endian `i32`: 0 with the
-/// descriptor attached (`SCM_RIGHTS`), or an errno without one.
-pub fn broker_socket_name(server_pid: u32) -> String {
-    format!("msharefs.{server_pid}.broker")
+/// Protocol: the client connects, checks that the peer (`SO_PEERCRED`) is
+/// `server_pid`, sends the token's 16 bytes ([`Token::to_bytes`]) and reads
+/// a native-endian `i32`: 0 with the descriptor attached (`SCM_RIGHTS`), or
+/// an errno without one.
+pub fn broker_socket_path(server_pid: u32) -> std::path::PathBuf {
+    std::path::Path::new(BROKER_DIR).join(format!("broker.{server_pid}.sock"))
 }
 
 #[cfg(test)]

@@ -39,13 +39,10 @@ impl MshareFs {
         mode: u32,
     ) -> Result<(INodeNo, Arc<Region>), Fail> {
         let kind = self.store.effective(self.opts.backing);
+        // Refuse before making memory; insert checks again under the lock.
+        self.ns.read().check_room(req.uid())?;
         let file = self.make_backing(kind, &name.to_string_lossy())?;
         let mut ns = self.ns.write();
-        ensure(
-            ns.region_count() < self.opts.max_regions,
-            Errno::ENOSPC,
-            "max_regions reached",
-        )?;
         let region = Arc::new(Region::new(
             ns.next_ino(),
             kind,
@@ -137,23 +134,28 @@ impl MshareFs {
     pub(super) fn do_forget(&self, ino: INodeNo, nlookup: u64) {
         let gone = self.ns.write().forget(ino, nlookup);
         if let Some(r) = gone.as_ref().and_then(|n| n.region()) {
-            r.release_memory();
+            drop(r.take_memory());
         }
     }
 
     /// Frees a region's memory once no name and no open handle remain, and
     /// drops the inode once the kernel has forgotten it too.
     pub(super) fn reap(&self, ino: INodeNo) {
-        let mut ns = self.ns.write();
-        if let Ok(node) = ns.node(ino) {
-            if let Some(r) = node.region() {
-                if !node.is_linked() && r.opens() == 0 {
-                    r.release_memory();
-                    debug!("region inode {}: memory released", ino.0);
+        let mut freed = None;
+        {
+            let mut ns = self.ns.write();
+            if let Ok(node) = ns.node(ino) {
+                if let Some(r) = node.region() {
+                    if !node.is_linked() && r.opens() == 0 {
+                        freed = r.take_memory();
+                    }
                 }
             }
+            ns.remove_if_unused(ino);
         }
-        ns.remove_if_unused(ino);
+        if freed.take().is_some() {
+            debug!("region inode {}: memory released", ino.0);
+        }
     }
 
     /// The region's name for a log line (scans the parent directory).
@@ -164,10 +166,7 @@ impl MshareFs {
         };
         let parent = ns.node(node.parent).ok();
         let name = parent.and_then(|p| match &p.kind {
-            Kind::Dir(e) => e
-                .iter()
-                .find(|(_, &i)| i == ino)
-                .map(|(n, _)| n.to_string_lossy().into_owned()),
+            Kind::Dir(d) => d.name_of(ino).map(|n| n.to_string_lossy().into_owned()),
             _ => None,
         });
         match name {

@@ -10,7 +10,6 @@ use nix::errno::Errno;
 use parking_lot::Mutex;
 
 use crate::fail::{ensure, Fail};
-use crate::namespace::DirEntry;
 use crate::region::{Access, Region};
 
 /// What a handle was opened on.
@@ -25,8 +24,9 @@ pub enum Opened {
     },
     /// `mshare_info`.
     Info,
-    /// A directory, with the listing taken at `opendir`.
-    Dir(Vec<DirEntry>),
+    /// A directory (`readdir` reads the namespace at the kernel's cookie:
+    /// a handle holds no copy of the listing).
+    Dir,
 }
 
 #[derive(Debug)]
@@ -79,16 +79,11 @@ impl Handles {
         }
     }
 
-    /// Calls `f` with the listing of directory handle `fh` on `ino`.
-    pub fn with_listing<T>(
-        &self,
-        fh: FileHandle,
-        ino: INodeNo,
-        f: impl FnOnce(&[DirEntry]) -> T,
-    ) -> Result<T, Fail> {
+    /// Checks that `fh` is a directory handle on `ino`.
+    pub fn check_dir(&self, fh: FileHandle, ino: INodeNo) -> Result<(), Fail> {
         let table = self.table.lock();
-        match &Self::checked(&table, fh, ino)?.opened {
-            Opened::Dir(listing) => Ok(f(listing)),
+        match Self::checked(&table, fh, ino)?.opened {
+            Opened::Dir => Ok(()),
             _ => Err(Fail::new(Errno::ENOTDIR, "not a directory handle")),
         }
     }

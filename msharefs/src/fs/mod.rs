@@ -35,7 +35,7 @@ use self::xattr::xattr_reply;
 use crate::backing::BackingStore;
 use crate::broker::Broker;
 use crate::fail::Fail;
-use crate::namespace::{Namespace, Removal, NAME_MAX};
+use crate::namespace::{Limits, Namespace, Removal, NAME_MAX};
 use crate::options::{Options, Passthrough};
 use crate::placement::Placement;
 use crate::region::OpenMode;
@@ -63,8 +63,9 @@ pub struct MshareFs {
 }
 
 impl MshareFs {
-    /// A file system with these options, its root owned by `uid`/`gid`.
-    pub fn new(opts: Options, uid: u32, gid: u32) -> Self {
+    /// A file system with these options and limits, its root owned by
+    /// `uid`/`gid`; its broker serves `broker_conns` connections at once.
+    pub fn new(opts: Options, limits: Limits, broker_conns: usize, uid: u32, gid: u32) -> Self {
         let store = BackingStore::new();
         if store.effective(opts.backing) != opts.backing {
             warn!(
@@ -74,15 +75,20 @@ impl MshareFs {
             );
         }
         MshareFs {
-            ns: RwLock::new(Namespace::new(uid, gid)),
+            ns: RwLock::new(Namespace::new(uid, gid, limits)),
             handles: Handles::new(),
             store,
             placement: Arc::new(Placement::new(opts.align)),
             info_text: format!("{}\n", opts.align),
             passthrough: AtomicBool::new(opts.passthrough == Passthrough::Auto),
             opts,
-            broker: Broker::start(),
+            broker: Broker::start(broker_conns),
         }
+    }
+
+    /// The descriptor broker (main removes its socket at exit).
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
     }
 
     /// The region's name for a log line, looked up only if the line is
@@ -348,12 +354,9 @@ impl Filesystem for MshareFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let res = self.ns.read().entries(ino);
-        answer(reply, "opendir", ino.0, res, |r, listing| {
-            r.opened(
-                self.handles.add(ino, Opened::Dir(listing)),
-                FopenFlags::empty(),
-            )
+        let res = self.ns.read().check_dir(ino);
+        answer(reply, "opendir", ino.0, res, |r, ()| {
+            r.opened(self.handles.add(ino, Opened::Dir), FopenFlags::empty())
         });
     }
 
@@ -365,12 +368,11 @@ impl Filesystem for MshareFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let res = self.handles.with_listing(fh, ino, |listing| {
-            for (i, e) in listing.iter().enumerate().skip(offset as usize) {
-                if reply.add(e.ino, i as u64 + 1, e.kind, &e.name) {
-                    break;
-                }
-            }
+        let res = self.handles.check_dir(fh, ino).and_then(|()| {
+            let ns = self.ns.read();
+            ns.list(ino, offset, |child, cookie, kind, name| {
+                reply.add(child, cookie, kind, name)
+            })
         });
         answer(reply, "readdir", ino.0, res, |r, ()| r.ok());
     }
@@ -388,8 +390,10 @@ impl Filesystem for MshareFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let used = self.ns.read().region_count();
-        let max = self.opts.max_regions;
+        let (used, max) = {
+            let ns = self.ns.read();
+            (ns.node_count(), ns.limits().nodes)
+        };
         reply.statfs(
             0,
             0,

@@ -74,7 +74,7 @@ impl MshareFs {
         let file = self.make_backing(kind, &self.region_name(ino))?;
         let new = Region::new(ino, kind, file, self.placement.clone());
         self.ns.write().replace_region(ino, &old, Arc::new(new))?;
-        old.release_memory();
+        drop(old.take_memory());
         debug!("region inode {}: backing is now {kind}", ino.0);
         Ok(())
     }

@@ -5,8 +5,10 @@
 //! happens on an `Arc<Region>` cloned out of it, under the region's own lock.
 //! Lock order: namespace, then region.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::{OsStr, OsString};
+mod dir;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -17,6 +19,7 @@ use nix::errno::Errno;
 
 use crate::fail::{ensure, Fail};
 use crate::region::Region;
+pub use dir::Dir;
 
 /// Inode number of the root directory.
 pub const ROOT: INodeNo = INodeNo(1);
@@ -64,7 +67,7 @@ impl Meta {
 #[derive(Debug)]
 pub enum Kind {
     /// A directory: names to inode numbers.
-    Dir(BTreeMap<OsString, INodeNo>),
+    Dir(Dir),
     /// A region file.
     Region(Arc<Region>),
     /// The read-only `mshare_info` file.
@@ -84,12 +87,15 @@ pub struct Node {
     pub parent: INodeNo,
     /// Kernel lookup references, decremented by `forget`.
     lookups: AtomicU64,
+    /// The uid whose quota the node counts against (its creator).
+    charged: u32,
 }
 
 impl Node {
     fn new(kind: Kind, meta: Meta, parent: INodeNo) -> Self {
         Node {
             kind,
+            charged: meta.uid,
             meta,
             links: 1,
             parent,
@@ -132,17 +138,6 @@ impl Node {
     }
 }
 
-/// One entry of a directory listing.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirEntry {
-    /// The inode it names.
-    pub ino: INodeNo,
-    /// Directory or regular file.
-    pub kind: FileType,
-    /// The name.
-    pub name: OsString,
-}
-
 /// Which kind of name a removal takes away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Removal {
@@ -152,6 +147,15 @@ pub enum Removal {
     Dir,
 }
 
+/// How many nodes (regions and directories) may exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// All users together (`max_regions`): `ENOSPC` beyond.
+    pub nodes: u64,
+    /// One uid other than root (`max_regions_per_user`): `EDQUOT` beyond.
+    pub per_user: u64,
+}
+
 /// The tree.
 #[derive(Debug)]
 pub struct Namespace {
@@ -159,8 +163,12 @@ pub struct Namespace {
     nodes: HashMap<INodeNo, Node>,
     /// The number the next node gets (never reused).
     next_ino: u64,
-    /// Region nodes (linked or still open), for `max_regions`.
-    regions: u64,
+    /// Nodes made by clients (linked, or unlinked but still in use).
+    made: u64,
+    /// The same, by the uid charged for them.
+    made_by: HashMap<u32, u64>,
+    /// What may exist.
+    limits: Limits,
 }
 
 fn check_name(name: &OsStr) -> Result<(), Fail> {
@@ -175,10 +183,10 @@ fn check_name(name: &OsStr) -> Result<(), Fail> {
 impl Namespace {
     /// A tree holding the root (mode 1777, like /dev/shm) and `mshare_info`
     /// (mode 0444), both owned by `uid`/`gid`.
-    pub fn new(uid: u32, gid: u32) -> Self {
+    pub fn new(uid: u32, gid: u32, limits: Limits) -> Self {
         let mut nodes = HashMap::new();
-        let mut root = BTreeMap::new();
-        root.insert(OsString::from(INFO_FILE_NAME), INFO);
+        let mut root = Dir::default();
+        root.insert(OsStr::new(INFO_FILE_NAME), INFO);
         nodes.insert(
             ROOT,
             Node::new(Kind::Dir(root), Meta::new(0o1777, uid, gid), ROOT),
@@ -190,7 +198,9 @@ impl Namespace {
         Namespace {
             nodes,
             next_ino: INFO.0 + 1,
-            regions: 0,
+            made: 0,
+            made_by: HashMap::new(),
+            limits,
         }
     }
 
@@ -208,14 +218,14 @@ impl Namespace {
             .ok_or(Fail::new(Errno::ENOENT, "no such inode"))
     }
 
-    fn dir(&self, ino: INodeNo) -> Result<&BTreeMap<OsString, INodeNo>, Fail> {
+    fn dir(&self, ino: INodeNo) -> Result<&Dir, Fail> {
         match &self.node(ino)?.kind {
             Kind::Dir(e) => Ok(e),
             _ => Err(Fail::new(Errno::ENOTDIR, "not a directory")),
         }
     }
 
-    fn dir_mut(&mut self, ino: INodeNo) -> Result<&mut BTreeMap<OsString, INodeNo>, Fail> {
+    fn dir_mut(&mut self, ino: INodeNo) -> Result<&mut Dir, Fail> {
         match &mut self.node_mut(ino)?.kind {
             Kind::Dir(e) => Ok(e),
             _ => Err(Fail::new(Errno::ENOTDIR, "not a directory")),
@@ -226,13 +236,33 @@ impl Namespace {
     pub fn child(&self, parent: INodeNo, name: &OsStr) -> Result<INodeNo, Fail> {
         self.dir(parent)?
             .get(name)
-            .copied()
             .ok_or(Fail::new(Errno::ENOENT, "no such name"))
     }
 
-    /// Number of regions that exist (linked or still open).
-    pub fn region_count(&self) -> u64 {
-        self.regions
+    /// Nodes made by clients that exist (linked or still in use).
+    pub fn node_count(&self) -> u64 {
+        self.made
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Whether `uid` may make one more node: `ENOSPC` when the mount is
+    /// full, `EDQUOT` when `uid` (not root) has its share.
+    pub fn check_room(&self, uid: u32) -> Result<(), Fail> {
+        ensure(
+            self.made < self.limits.nodes,
+            Errno::ENOSPC,
+            "max_regions reached (regions and directories)",
+        )?;
+        let mine = self.made_by.get(&uid).copied().unwrap_or(0);
+        ensure(
+            uid == 0 || mine < self.limits.per_user,
+            Errno::EDQUOT,
+            "max_regions_per_user reached for this uid",
+        )
     }
 
     /// The inode number the next [`Self::insert`] will use.
@@ -254,13 +284,16 @@ impl Namespace {
             Errno::ENOENT,
             "directory was removed",
         )?;
+        ensure(
+            self.dir(parent)?.get(name).is_none(),
+            Errno::EEXIST,
+            "name exists",
+        )?;
+        self.check_room(meta.uid)?;
         let ino = self.next_ino();
-        let entries = self.dir_mut(parent)?;
-        ensure(!entries.contains_key(name), Errno::EEXIST, "name exists")?;
-        entries.insert(name.to_owned(), ino);
-        if matches!(kind, Kind::Region(_)) {
-            self.regions += 1;
-        }
+        self.dir_mut(parent)?.insert(name, ino);
+        self.made += 1;
+        *self.made_by.entry(meta.uid).or_default() += 1;
         self.nodes.insert(ino, Node::new(kind, meta, parent));
         self.next_ino += 1;
         let p = self.node_mut(parent)?;
@@ -329,7 +362,7 @@ impl Namespace {
                 p = self.node(p)?.parent;
             }
         }
-        let target = self.dir(newparent)?.get(newname).copied();
+        let target = self.dir(newparent)?.get(newname);
         if let Some(t) = target {
             if t == ino {
                 return Ok(None);
@@ -348,7 +381,8 @@ impl Namespace {
             }
         }
         self.dir_mut(parent)?.remove(name);
-        self.dir_mut(newparent)?.insert(newname.to_owned(), ino);
+        self.dir_mut(newparent)?.remove(newname);
+        self.dir_mut(newparent)?.insert(newname, ino);
         self.touch_dir(parent);
         self.touch_dir(newparent);
         let node = self.node_mut(ino)?;
@@ -384,23 +418,34 @@ impl Namespace {
         Ok(())
     }
 
-    /// A directory's entries, `.` and `..` first.
-    pub fn entries(&self, ino: INodeNo) -> Result<Vec<DirEntry>, Fail> {
-        let entries = self.dir(ino)?;
-        let dir = |ino, name: &str| DirEntry {
-            ino,
-            kind: FileType::Directory,
-            name: OsString::from(name),
-        };
-        let mut out = vec![dir(ino, "."), dir(self.node(ino)?.parent, "..")];
-        for (name, &child) in entries {
-            out.push(DirEntry {
-                ino: child,
-                kind: self.node(child)?.file_type(),
-                name: name.clone(),
-            });
+    /// Lists directory `ino` from just after `cookie` (0: from the start,
+    /// `.` and `..` first): calls `add(inode, cookie, type, name)` for each
+    /// entry until it returns `true` (the reply is full).
+    pub fn list(
+        &self,
+        ino: INodeNo,
+        cookie: u64,
+        mut add: impl FnMut(INodeNo, u64, FileType, &OsStr) -> bool,
+    ) -> Result<(), Fail> {
+        let dir = self.dir(ino)?;
+        let dots = [(ino, 1, "."), (self.node(ino)?.parent, 2, "..")];
+        for (i, c, name) in dots {
+            if c > cookie && add(i, c, FileType::Directory, OsStr::new(name)) {
+                return Ok(());
+            }
         }
-        Ok(out)
+        for (c, name, child) in dir.after(cookie) {
+            let kind = self.node(child)?.file_type();
+            if add(child, c, kind, name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `ino` is a directory (for `opendir`).
+    pub fn check_dir(&self, ino: INodeNo) -> Result<(), Fail> {
+        self.dir(ino).map(drop)
     }
 
     /// Drops `n` kernel lookup references. Returns the node if it is now
@@ -429,8 +474,12 @@ impl Namespace {
             return None;
         }
         let node = self.nodes.remove(&ino)?;
-        if node.region().is_some() {
-            self.regions -= 1;
+        self.made = self.made.saturating_sub(1);
+        if let Some(n) = self.made_by.get_mut(&node.charged) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.made_by.remove(&node.charged);
+            }
         }
         Some(node)
     }

@@ -2,11 +2,16 @@
 
 use super::*;
 
+const ROOMY: Limits = Limits {
+    nodes: 100,
+    per_user: 100,
+};
+
 fn ns() -> Namespace {
-    Namespace::new(0, 0)
+    Namespace::new(0, 0, ROOMY)
 }
 fn dir() -> Kind {
-    Kind::Dir(BTreeMap::new())
+    Kind::Dir(Dir::default())
 }
 fn meta() -> Meta {
     Meta::new(0o755, 1000, 1000)
@@ -115,4 +120,57 @@ fn forget_removes_only_unused_nodes() {
     assert!(n.forget(d, 1).is_none(), "still looked up");
     assert!(n.forget(d, 1).is_some());
     assert!(n.node(d).is_err());
+}
+
+#[test]
+fn every_node_counts_and_each_user_has_a_share() {
+    let mut n = Namespace::new(
+        0,
+        0,
+        Limits {
+            nodes: 4,
+            per_user: 2,
+        },
+    );
+    let as_uid = |uid| Meta::new(0o755, uid, uid);
+    let d = n.insert(ROOT, os("d1"), dir(), as_uid(1000)).unwrap();
+    n.insert(ROOT, os("d2"), dir(), as_uid(1000)).unwrap();
+    let err = n.insert(ROOT, os("d3"), dir(), as_uid(1000)).unwrap_err();
+    assert_eq!(
+        err.errno,
+        Errno::EDQUOT,
+        "directories count against the user"
+    );
+    n.insert(ROOT, os("o1"), dir(), as_uid(1001)).unwrap();
+    n.insert(ROOT, os("r1"), dir(), as_uid(0)).unwrap();
+    let err = n.insert(ROOT, os("r2"), dir(), as_uid(0)).unwrap_err();
+    assert_eq!(err.errno, Errno::ENOSPC, "the mount is full, root too");
+    n.remove(ROOT, os("d1"), Removal::Dir).unwrap();
+    assert!(n.remove_if_unused(d).is_some());
+    assert_eq!(n.node_count(), 3);
+    n.insert(ROOT, os("d3"), dir(), as_uid(1000)).unwrap();
+}
+
+#[test]
+fn listing_resumes_at_a_cookie() {
+    let mut n = ns();
+    for name in ["b", "a", "c"] {
+        n.insert(ROOT, os(name), dir(), meta()).unwrap();
+    }
+    let mut seen = Vec::new();
+    n.list(ROOT, 0, |_, cookie, _, name| {
+        seen.push((cookie, name.to_string_lossy().into_owned()));
+        seen.len() == 3
+    })
+    .unwrap();
+    let names: Vec<_> = seen.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, [".", "..", "mshare_info"]);
+    n.remove(ROOT, os("b"), Removal::Dir).unwrap();
+    let mut rest = Vec::new();
+    n.list(ROOT, seen[2].0, |_, _, _, name| {
+        rest.push(name.to_string_lossy().into_owned());
+        false
+    })
+    .unwrap();
+    assert_eq!(rest, ["a", "c"], "in creation order, nothing skipped");
 }

@@ -292,14 +292,17 @@ impl Region {
         self.state.lock().opens
     }
 
-    /// Drops the server's hold on the memory (after the last name and open
-    /// are gone); mappings made by clients keep their pages until unmapped.
-    pub fn release_memory(&self) {
+    /// Gives up the server's hold on the memory (after the last name and
+    /// open are gone) and returns it: the caller drops it after its locks,
+    /// because closing the last descriptor of a large file frees its pages
+    /// right there. Mappings made by clients keep their pages until unmapped.
+    #[must_use = "drop the memory outside the namespace lock"]
+    pub fn take_memory(&self) -> Option<Arc<OwnedFd>> {
         let mut st = self.state.lock();
-        st.file = None;
         st.backing_id = None;
         st.objects.clear();
         self.placement.release(self.id);
+        st.file.take()
     }
 
     /// Reads for a handle served by the server (no passthrough).

@@ -2,11 +2,10 @@
 //! and only with the access its open allowed.
 
 use std::io::Write;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixStream};
+use std::os::unix::net::UnixStream;
 
 use libmshare::broker;
-use mshare_uapi::{broker_socket_name, MshareToken, Token};
+use mshare_uapi::{broker_socket_path, MshareToken, Token};
 use std::os::fd::AsRawFd;
 
 use libmshare::{Backing, CreateOptions};
@@ -45,15 +44,14 @@ fn tokens_are_one_time_bound_to_the_process_and_unforgeable() {
     );
 
     // No token at all: the broker answers EPROTO and sends no descriptor.
-    let addr =
-        SocketAddr::from_abstract_name(broker_socket_name(token.server_pid).as_bytes()).unwrap();
-    let sock = UnixStream::connect_addr(&addr).unwrap();
+    let addr = broker_socket_path(token.server_pid);
+    let sock = UnixStream::connect(&addr).unwrap();
     sock.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(
         broker::receive(&sock).err().map(|e| e.errno),
         Some(Errno::EPROTO)
     );
-    let mut short = UnixStream::connect_addr(&addr).unwrap();
+    let mut short = UnixStream::connect(&addr).unwrap();
     short.write_all(&[1, 2, 3]).unwrap();
     short.shutdown(std::net::Shutdown::Write).unwrap();
     assert_eq!(
