@@ -249,8 +249,11 @@ fn main() -> ExitCode {
     };
     let config = fuser_config(&opts, source, threads);
     let plan = limits::plan(&opts, raise_nofile());
-    if let Some(why) = &plan.lowered {
-        warn!("{why}");
+    match &plan.lowered {
+        // Asked for: say so loudly. The default: say what it is.
+        Some(why) if opts.max_regions != options::DEFAULT_MAX_REGIONS => warn!("{why}"),
+        Some(why) => info!("{why}"),
+        None => {}
     }
     let fs = fs::MshareFs::new(
         opts.clone(),

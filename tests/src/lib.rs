@@ -101,7 +101,14 @@ impl Server {
 
     /// Mounts with these extra arguments before the mount point.
     pub fn with_args(args: &[&str]) -> Server {
-        Self::start(args, None)
+        Self::start(args, None, None)
+    }
+
+    /// Mounts with `-o opts`, the server started with soft and hard
+    /// `RLIMIT_NOFILE` both `nofile`.
+    pub fn with_nofile(opts: &str, nofile: u64) -> Server {
+        let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
+        Self::start(&args, None, Some(nofile))
     }
 
     /// Mounts the way a privileged helper does (open /dev/fuse, mount(2)
@@ -120,10 +127,14 @@ impl Server {
         let mount_data =
             format!("fd={n},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions");
         let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
-        Self::start(&args, Some((target, mount_data, fuse)))
+        Self::start(&args, Some((target, mount_data, fuse)), None)
     }
 
-    fn start(args: &[&str], premount: Option<(String, String, OwnedFd)>) -> Server {
+    fn start(
+        args: &[&str],
+        premount: Option<(String, String, OwnedFd)>,
+        nofile: Option<u64>,
+    ) -> Server {
         use std::os::unix::process::CommandExt;
         let serial = serial();
         let tmp = tempfile::Builder::new()
@@ -163,6 +174,22 @@ impl Server {
                     });
                 }
                 keep_fd = Some(fuse); // inherited by the server; ours closes below
+            }
+        }
+        if let Some(nofile) = nofile {
+            // SAFETY: setrlimit is async-signal-safe; it only limits the
+            // child about to exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: nofile,
+                        rlim_max: nofile,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
             }
         }
         let child = cmd
@@ -211,6 +238,30 @@ impl Server {
     /// The server's pid.
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.child.as_ref().expect("server").id() as i32)
+    }
+
+    /// A field of the server's `/proc/PID/status` (`VmRSS`, …) in kB.
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let text = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in the server's status"))
+    }
+
+    /// Descriptors the server holds open.
+    pub fn open_fds(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// CPU time the server has used (user + system), in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     }
 
     /// Whether the server process is still running.

@@ -3,6 +3,7 @@
 
 mod common;
 mod control;
+mod denial;
 mod library;
 mod memory;
 mod mounting;

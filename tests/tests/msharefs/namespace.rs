@@ -238,7 +238,7 @@ fn concurrent_clients_create_use_and_remove_regions() {
 /// server inherits it and raises its soft limit to it): the limit less the
 /// broker's share (an eighth, 16 to 1024) and 128 kept for the server.
 fn descriptor_budget() -> u64 {
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .unwrap();
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
     hard - (hard / 8).clamp(16, 1024) - 128
 }
