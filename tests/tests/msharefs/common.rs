@@ -1,6 +1,10 @@
 //! Shared test steps.
 
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use nix::unistd::Pid;
 
 use msharefs_tests::*;
 
@@ -58,4 +62,47 @@ pub fn failures(checks: &[bool]) -> i32 {
         .enumerate()
         .filter(|(_, ok)| !**ok)
         .fold(0, |acc, (i, _)| acc | 1 << i)
+}
+
+/// A child process running `f` as `uid` that stays until dropped (then it
+/// is killed): `f` gets a pipe end to say "ready" on.
+pub struct Attacker(Pid);
+
+impl Attacker {
+    /// Starts `f(ready)` as `uid` and waits for it to write to `ready`.
+    pub fn start(uid: u32, f: impl FnOnce(OwnedFd)) -> Attacker {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // The closure owns `w`: the parent's copy closes when spawn_child
+        // drops it, so a child that dies early reads as EOF, not a hang.
+        let pid = spawn_child(move || {
+            nix::unistd::setgroups(&[]).unwrap();
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).unwrap();
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).unwrap();
+            f(w);
+            0
+        });
+        let mut byte = [0u8; 1];
+        let n = std::fs::File::from(r).read(&mut byte).unwrap();
+        assert_eq!(n, 1, "the attacker did not start");
+        Attacker(pid)
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.0, None);
+    }
+}
+
+/// Says "ready" on the pipe end [`Attacker::start`] gave.
+pub fn ready(w: OwnedFd) {
+    std::fs::File::from(w).write_all(&[1]).unwrap();
+}
+
+/// Sleeps until killed.
+pub fn park() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
 }

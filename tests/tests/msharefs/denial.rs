@@ -2,8 +2,7 @@
 //! each test runs the attack as a non-root uid and checks that root, or
 //! another user, is still served.
 
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::Read;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::time::{Duration, Instant};
@@ -13,47 +12,6 @@ use msharefs_tests::*;
 use nix::unistd::Pid;
 
 use crate::common::*;
-
-/// A child process running `f` as `uid` that stays until dropped (then it
-/// is killed): `f` gets a pipe end to say "ready" on.
-struct Attacker(Pid);
-
-impl Attacker {
-    /// Starts `f(ready)` as `uid` and waits for it to write to `ready`.
-    fn start(uid: u32, f: impl FnOnce(OwnedFd)) -> Attacker {
-        let (r, w) = nix::unistd::pipe().unwrap();
-        // The closure owns `w`: the parent's copy closes when spawn_child
-        // drops it, so a child that dies early reads as EOF, not a hang.
-        let pid = spawn_child(move || {
-            nix::unistd::setgroups(&[]).unwrap();
-            nix::unistd::setgid(nix::unistd::Gid::from_raw(uid)).unwrap();
-            nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)).unwrap();
-            f(w);
-            0
-        });
-        let mut byte = [0u8; 1];
-        let n = std::fs::File::from(r).read(&mut byte).unwrap();
-        assert_eq!(n, 1, "the attacker did not start");
-        Attacker(pid)
-    }
-}
-
-impl Drop for Attacker {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(self.0, None);
-    }
-}
-
-fn ready(w: OwnedFd) {
-    std::fs::File::from(w).write_all(&[1]).unwrap();
-}
-
-fn park() -> ! {
-    loop {
-        std::thread::sleep(Duration::from_secs(60));
-    }
-}
 
 /// Root creates region `name` (the mount's backing and alignment, mode
 /// 0644, one object) on `m`.

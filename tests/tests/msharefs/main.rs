@@ -1,6 +1,7 @@
 //! Integration tests: real msharefs mounts, real mmap, real processes.
 //! Run as root through tools/test.sh, which builds the binaries first.
 
+mod abuse;
 mod common;
 mod control;
 mod denial;
