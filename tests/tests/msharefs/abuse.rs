@@ -293,21 +293,9 @@ fn abuse_soak() {
     let dir = m.dir.clone();
     let fuzzer = spawn_child(move || {
         let fd = open(&dir.join("fuzz"), libc::O_RDWR | libc::O_CREAT).unwrap();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut buf = [0u8; 64];
+        let mut garbage = GarbageIoctls::new(0x9e37_79b9_7f4a_7c15, 40);
         while Instant::now() < deadline {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let dir = (seed >> 8) as u32 % 4;
-            let size = (seed >> 16) as u32 % 65;
-            let nr = (seed >> 32) as u32 % 40;
-            let cmd = (dir << 30) | (size << 16) | (u32::from(b'x') << 8) | nr;
-            buf.iter_mut()
-                .enumerate()
-                .for_each(|(i, b)| *b = (seed >> (i % 8)) as u8);
-            // SAFETY: `buf` holds any size the command encodes (<= 64).
-            unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, buf.as_mut_ptr()) };
+            garbage.send(&fd);
         }
         0
     });

@@ -106,3 +106,42 @@ pub fn park() -> ! {
         std::thread::sleep(Duration::from_secs(60));
     }
 }
+
+/// Random ioctls of msharefs' type `'x'`: any direction, any size up to
+/// 64 bytes, numbers below `max_nr`, random argument bytes (xorshift, so a
+/// seed replays the same sequence).
+pub struct GarbageIoctls {
+    seed: u64,
+    max_nr: u32,
+    buf: [u8; 64],
+}
+
+impl GarbageIoctls {
+    /// A sequence from `seed` (not 0).
+    pub fn new(seed: u64, max_nr: u32) -> Self {
+        GarbageIoctls {
+            seed,
+            max_nr,
+            buf: [0; 64],
+        }
+    }
+
+    /// Sends the next one to `fd`; its result is of no interest.
+    pub fn send(&mut self, fd: &impl std::os::fd::AsRawFd) {
+        let s = &mut self.seed;
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        let dir = (*s >> 8) as u32 % 4;
+        let size = (*s >> 16) as u32 % 65;
+        let nr = (*s >> 32) as u32 % self.max_nr;
+        let cmd = (dir << 30) | (size << 16) | (u32::from(b'x') << 8) | nr;
+        let seed = *s;
+        self.buf
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (seed >> (i % 8)) as u8);
+        // SAFETY: `buf` has room for any size the command encodes (<= 64).
+        unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, self.buf.as_mut_ptr()) };
+    }
+}

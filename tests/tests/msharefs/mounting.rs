@@ -131,28 +131,10 @@ fn mount_via_mount_fuse3_works_like_fstab() {
 fn server_survives_garbage_ioctls() {
     let mut m = Server::mount("");
     let fd = create_region(&m, "r", 4 * GIB, GIB);
-    let mut buf = [0xffu8; 64];
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    // Our type and numbers 0..8 with any direction and size up to 64.
+    let mut garbage = GarbageIoctls::new(0x2545_f491_4f6c_dd1d, 8);
     for _ in 0..2000 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        // Our type and numbers 0..8 with any direction and size up to 64.
-        let dir = (seed >> 8) as u32 % 4;
-        let size = (seed >> 16) as u32 % 65;
-        let nr = (seed >> 32) as u32 % 8;
-        let cmd = (dir << 30) | (size << 16) | (u32::from(b'x') << 8) | nr;
-        buf.iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b = (seed >> (i % 8)) as u8);
-        // SAFETY: `buf` has room for any size the command encodes (<= 64).
-        unsafe {
-            libc::ioctl(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                cmd as _,
-                buf.as_mut_ptr(),
-            )
-        };
+        garbage.send(&fd);
     }
     assert!(m.server_alive(), "still running");
     assert_eq!(
