@@ -9,14 +9,14 @@
 //! One block takes ownership of the descriptors `SCM_RIGHTS` installed.
 #![allow(unsafe_code)]
 
-use std::io::{IoSliceMut, Write};
+use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    getsockopt, recvmsg, sockopt::PeerCredentials, ControlMessageOwned, MsgFlags,
+    getsockopt, recvmsg, send, sockopt::PeerCredentials, ControlMessageOwned, MsgFlags,
 };
 
 use mshare_uapi::{broker_socket_path, MshareToken};
@@ -29,6 +29,9 @@ pub struct BrokerError {
     pub why: String,
     /// The errno.
     pub errno: Errno,
+    /// The broker closed the connection without answering (the token was
+    /// not used up): worth another try.
+    unanswered: bool,
 }
 
 impl BrokerError {
@@ -36,20 +39,49 @@ impl BrokerError {
         BrokerError {
             why: why.into(),
             errno,
+            unanswered: false,
+        }
+    }
+
+    fn unanswered(why: impl Into<String>, errno: Errno) -> Self {
+        BrokerError {
+            unanswered: true,
+            ..Self::new(why, errno)
         }
     }
 }
 
+/// How often [`exchange`] tries when the broker closed the connection
+/// without reading the token (it sheds connections under load; the token
+/// is used up only once read).
+const TRIES: u32 = 10;
+
 /// Connects to the broker of `token.server_pid`, checks that the peer is
-/// that process, presents the token and receives the descriptor.
+/// that process, presents the token and receives the descriptor. A
+/// connection the broker closed unanswered (under a burst of attaches, or
+/// a flood by another user) is tried again, up to 10 times over about
+/// half a second.
 pub fn exchange(token: &MshareToken) -> Result<OwnedFd, BrokerError> {
+    let mut wait = Duration::from_millis(1);
+    for _ in 1..TRIES {
+        match exchange_once(token) {
+            Err(e) if e.unanswered => {
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+    exchange_once(token)
+}
+
+fn exchange_once(token: &MshareToken) -> Result<OwnedFd, BrokerError> {
     let io = |what: &str, e: std::io::Error| {
         BrokerError::new(format!("{what}: {e}"), crate::errno_of(&e))
     };
     let path = broker_socket_path(token.server_pid);
     let name = path.display();
-    let mut sock =
-        UnixStream::connect(&path).map_err(|e| io(&format!("connecting to {name}"), e))?;
+    let sock = UnixStream::connect(&path).map_err(|e| io(&format!("connecting to {name}"), e))?;
     let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
     let peer =
         getsockopt(&sock, PeerCredentials).map_err(|e| BrokerError::new("SO_PEERCRED", e))?;
@@ -59,14 +91,28 @@ pub fn exchange(token: &MshareToken) -> Result<OwnedFd, BrokerError> {
             Errno::EACCES,
         ));
     }
-    sock.write_all(&token.token.to_bytes())
-        .map_err(|e| io("sending the token", e))?;
+    // MSG_NOSIGNAL: a C program linking libmshare must not die of SIGPIPE
+    // when the broker has closed the connection.
+    let bytes = token.token.to_bytes();
+    let sent = send(sock.as_raw_fd(), &bytes, MsgFlags::MSG_NOSIGNAL).map_err(|e| match e {
+        Errno::ECONNRESET | Errno::EPIPE => BrokerError::unanswered("sending the token", e),
+        e => BrokerError::new("sending the token", e),
+    })?;
+    if sent != bytes.len() {
+        return Err(BrokerError::new(
+            "sending the token: short write",
+            Errno::EPROTO,
+        ));
+    }
     receive(&sock)
 }
 
 /// Reads the broker's answer on a connected socket: an `i32` status and, on 0, one descriptor.
 pub fn receive(sock: &UnixStream) -> Result<OwnedFd, BrokerError> {
-    let answer_err = |e| BrokerError::new("reading the answer", e);
+    let answer_err = |e| match e {
+        Errno::ECONNRESET | Errno::EPIPE => BrokerError::unanswered("reading the answer", e),
+        e => BrokerError::new("reading the answer", e),
+    };
     let mut status = [0u8; 4];
     let mut iov = [IoSliceMut::new(&mut status)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
@@ -90,7 +136,7 @@ pub fn receive(sock: &UnixStream) -> Result<OwnedFd, BrokerError> {
     }
     let n = msg.bytes;
     if n != 4 {
-        return Err(BrokerError::new(
+        return Err(BrokerError::unanswered(
             "the broker closed the connection without an answer",
             Errno::EPROTO,
         ));

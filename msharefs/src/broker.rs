@@ -15,10 +15,13 @@
 //! owned by itself and writable by nobody else, so no other user can take
 //! its name first. One thread serves every connection from an epoll loop:
 //! an idle connection costs a table entry, never a thread or a wait for
-//! the others; each uid may hold [`MAX_PER_UID`] connections at once (its
-//! oldest is closed for a new one), all together at most what
-//! [`crate::limits`] allows (the heaviest uid's oldest goes), and none
-//! lives past [`CONN_DEADLINE`].
+//! the others. Only connections idle for [`STALE_AFTER`] are ever closed to
+//! make room, so a burst of attaches is never cut off: a uid holding
+//! [`MAX_PER_UID`] loses its oldest stale one for a new one, a full table
+//! (what [`crate::limits`] allows) loses the oldest stale one of the uid
+//! holding the most, and a uid at [`HARD_PER_UID`] or a full table with
+//! nothing stale refuses the newcomer, which libmshare retries. None lives
+//! past [`CONN_DEADLINE`].
 //!
 //! Closing a descriptor of the handle revokes the closing process's grants
 //! on it; releasing the handle revokes all of them. See
@@ -47,8 +50,15 @@ use parking_lot::Mutex;
 use crate::fail::{ensure, errno_of, Fail};
 use crate::region::Access;
 
-/// Connections one uid may hold open at once.
+/// Connections one uid may hold once they are stale: beyond it, a new
+/// connection of that uid closes its oldest stale one.
 pub const MAX_PER_UID: usize = 32;
+/// Connections one uid may hold at all: beyond it, new ones are refused
+/// (libmshare tries again), so no uid fills the table.
+pub const HARD_PER_UID: usize = 256;
+/// Age from which a connection that has not sent its token is stale: a
+/// client sends it right after connecting, so only an idle peer gets here.
+pub const STALE_AFTER: Duration = Duration::from_millis(250);
 /// How long a connection may take to send its token.
 pub const CONN_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -293,6 +303,8 @@ impl Broker {
 
 /// The epoll data of the listening socket.
 const LISTENER: u64 = u64::MAX;
+/// Connections accepted per wake-up.
+const ACCEPT_BATCH: usize = 64;
 
 /// A connection waiting for its token.
 struct Conn {
@@ -364,9 +376,11 @@ impl Server {
         }
     }
 
-    /// Accepts every pending connection.
+    /// Accepts pending connections, at most [`ACCEPT_BATCH`] at a time so
+    /// that the connections already accepted are read in between (the
+    /// listener stays readable while more wait).
     fn accept_all(&mut self) {
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
                 Ok((stream, _)) => self.admit(stream),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -405,14 +419,25 @@ impl Server {
             return;
         }
         let uid = cred.uid();
-        // A uid at its cap loses its own oldest connection; a full table
-        // loses the oldest connection of the uid holding the most.
         let of_uid = self.conns.values().filter(|c| c.uid == uid).count();
-        if of_uid >= MAX_PER_UID {
-            self.close_oldest(|c| c.uid == uid);
-        } else if self.conns.len() >= self.max_conns {
+        if of_uid >= MAX_PER_UID
+            && !self.close_oldest_stale(|c| c.uid == uid)
+            && of_uid >= HARD_PER_UID
+        {
+            debug!("broker: uid {uid} holds {of_uid} connections; refused one");
+            return;
+        }
+        if self.conns.len() >= self.max_conns {
             let heaviest = self.heaviest_uid();
-            self.close_oldest(|c| Some(c.uid) == heaviest);
+            if !self.close_oldest_stale(|c| Some(c.uid) == heaviest)
+                && !self.close_oldest_stale(|_| true)
+            {
+                debug!(
+                    "broker: {} connections, none stale; refused one",
+                    self.conns.len()
+                );
+                return;
+            }
         }
         let fd = stream.as_raw_fd();
         if self
@@ -446,19 +471,21 @@ impl Server {
             .map(|(uid, _)| uid)
     }
 
-    fn close_oldest(&mut self, which: impl Fn(&Conn) -> bool) {
+    /// Closes the oldest stale connection that `which` selects; whether
+    /// there was one.
+    fn close_oldest_stale(&mut self, which: impl Fn(&Conn) -> bool) -> bool {
         let oldest = self
             .conns
             .iter()
-            .filter(|(_, c)| which(c))
+            .filter(|(_, c)| which(c) && c.since.elapsed() >= STALE_AFTER)
             .min_by_key(|(_, c)| c.since)
             .map(|(fd, _)| *fd);
-        if let Some(fd) = oldest {
-            let c = self.close(fd);
-            debug!(
-                "broker: dropped an idle connection of uid {}",
-                c.map_or(0, |c| c.uid)
-            );
+        match oldest.and_then(|fd| self.close(fd)) {
+            Some(c) => {
+                debug!("broker: dropped an idle connection of uid {}", c.uid);
+                true
+            }
+            None => false,
         }
     }
 

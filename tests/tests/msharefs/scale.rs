@@ -254,3 +254,48 @@ fn thousand_processes_share_hugetlb_page_tables_through_libmshare() {
         "hugetlb {lib_kb:.1} kB vs 4 KiB pages {pages4k_kb:.1} kB"
     );
 }
+
+/// 2000 processes of one user released at once, each attaching through
+/// libmshare (open, token, broker, map) and reading: a database starting
+/// its clients. The broker's per-uid share of connections must not turn
+/// such a burst into failures.
+#[test]
+fn a_burst_of_2000_attaches_by_one_user_all_succeed() {
+    let m = Server::mount("align=2M");
+    let mount = libmshare::Mount::find(Some(&m.dir)).unwrap();
+    let region = mount
+        .create("burst", 0, MIB2, &libmshare::CreateOptions::default())
+        .unwrap();
+    region.map().unwrap().write(100, &[7]);
+    drop(region);
+    let (go_rx, go_tx) = UnixStream::pair().unwrap();
+    let dir = m.dir.clone();
+    let kids: Vec<Pid> = (0..2000)
+        .map(|_| {
+            let dir = dir.clone();
+            spawn_child(|| {
+                let mut b = [0u8; 1];
+                let _ = (&go_rx).read_exact(&mut b);
+                let attach = || -> Result<u8, libmshare::Error> {
+                    let r = libmshare::Mount::find(Some(&dir))?.open("burst", true)?;
+                    let mut v = [0u8; 1];
+                    r.map()?.read(100, &mut v);
+                    Ok(v[0])
+                };
+                match attach() {
+                    Ok(7) => 0,
+                    Ok(_) => 2,
+                    Err(e) => {
+                        eprintln!("burst attach: {e}");
+                        1
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(go_rx);
+    (&go_tx).write_all(&[1u8; 2000]).unwrap();
+    let codes: Vec<i32> = kids.into_iter().map(wait_child).collect();
+    let failed = codes.iter().filter(|c| **c != 0).count();
+    assert_eq!(failed, 0, "{failed} of 2000 attaches failed");
+}
