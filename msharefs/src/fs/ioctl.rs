@@ -21,15 +21,19 @@ fn decode<T: FromBytes + KnownLayout + Immutable>(input: &[u8]) -> Result<T, Fai
         .map_err(|_| Fail::new(Errno::EINVAL, "ioctl argument too short"))
 }
 
-/// Encodes an ioctl result, if the caller's buffer holds it.
-fn encode<T: IntoBytes + Immutable>(value: &T, out_size: u32) -> Result<Vec<u8>, Fail> {
-    let bytes = value.as_bytes();
+/// `EINVAL` unless the caller's buffer holds a `T`.
+fn fits<T>(out_size: u32) -> Result<(), Fail> {
     ensure(
-        out_size as usize >= bytes.len(),
+        out_size as usize >= size_of::<T>(),
         Errno::EINVAL,
         "output buffer too small",
-    )?;
-    Ok(bytes.to_vec())
+    )
+}
+
+/// Encodes an ioctl result, if the caller's buffer holds it.
+fn encode<T: IntoBytes + Immutable>(value: &T, out_size: u32) -> Result<Vec<u8>, Fail> {
+    fits::<T>(out_size)?;
+    Ok(value.as_bytes().to_vec())
 }
 
 impl MshareFs {
@@ -87,11 +91,8 @@ impl MshareFs {
                     Errno::EBADF,
                     "backing descriptor for a file not opened for reading",
                 )?;
-                ensure(
-                    out_size as usize >= size_of::<MshareToken>(),
-                    Errno::EINVAL,
-                    "output buffer too small",
-                )?;
+                // Checked before a token exists, so a failing call issues none.
+                fits::<MshareToken>(out_size)?;
                 let token = self.broker.issue(fh, req.pid(), region.file()?, access)?;
                 let mut flags = if access.writes() { TOKEN_WRITABLE } else { 0 };
                 if region.kind == Backing::Hugetlb {
@@ -107,7 +108,7 @@ impl MshareFs {
                     server_pid: std::process::id(),
                     flags,
                 };
-                encode(&reply, out_size)
+                Ok(reply.as_bytes().to_vec())
             }
             _ => Err(Fail::with(Errno::ENOTTY, format!("unknown ioctl {cmd:#x}"))),
         }
