@@ -242,11 +242,7 @@ impl Server {
 
     /// A field of the server's `/proc/PID/status` (`VmRSS`, …) in kB.
     pub fn status_kb(&self, field: &str) -> u64 {
-        let text = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in the server's status"))
+        proc_field(&format!("/proc/{}/status", self.pid()), field)
     }
 
     /// Descriptors the server holds open.
@@ -355,13 +351,19 @@ pub fn wait_child(pid: Pid) -> i32 {
 
 /// A value of /proc/meminfo, in kB (or a count for HugePages_*).
 pub fn meminfo(key: &str) -> u64 {
-    let text = fs::read_to_string("/proc/meminfo").unwrap();
+    proc_field("/proc/meminfo", key)
+}
+
+/// The number after `key:` in a `/proc` file of `Key: value [kB]` lines
+/// (`/proc/meminfo`, `/proc/PID/status`).
+pub fn proc_field(path: &str, key: &str) -> u64 {
+    let text = fs::read_to_string(path).unwrap();
     text.lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
             (k == key).then(|| v.split_whitespace().next()?.parse().ok())?
         })
-        .unwrap_or_else(|| panic!("no {key} in /proc/meminfo"))
+        .unwrap_or_else(|| panic!("no {key} in {path}"))
 }
 
 /// Grows the hugetlb pool by `pages` 2 MiB pages while alive, whatever its

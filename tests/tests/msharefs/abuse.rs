@@ -5,7 +5,6 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -178,18 +177,7 @@ fn abuse_flood() {
     let (quiet, _) = attaches(200);
     let server = m.pid().as_raw() as u32;
     let dir = m.dir.clone();
-    let idle = Attacker::start(65534, move |w| {
-        let path = mshare_uapi::broker_socket_path(server);
-        let mut conns: Vec<_> = (0..200)
-            .filter_map(|_| UnixStream::connect(&path).ok())
-            .collect();
-        ready(w);
-        loop {
-            std::thread::sleep(Duration::from_millis(1500));
-            conns.clear();
-            conns.extend((0..200).filter_map(|_| UnixStream::connect(&path).ok()));
-        }
-    });
+    let idle = Attacker::start(65534, move |w| hold_idle_broker_connections(server, w));
     let tokens = |uid: u32, name: &'static str| {
         let dir = dir.clone();
         Attacker::start(uid, move |w| {

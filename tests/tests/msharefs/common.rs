@@ -145,3 +145,42 @@ impl GarbageIoctls {
         unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, self.buf.as_mut_ptr()) };
     }
 }
+
+/// Region `name` made by root on `m`: the mount's alignment in size, one
+/// object, first byte 42, `backing` (`None`: the mount's) and exactly the
+/// permission bits `mode`, whatever the umask took away at mknod.
+pub fn root_region(m: &Server, name: &str, backing: Option<libmshare::Backing>, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let mount = libmshare::Mount::find(Some(&m.dir)).unwrap();
+    let opts = libmshare::CreateOptions {
+        backing,
+        mode,
+        ..Default::default()
+    };
+    let region = mount.create(name, 0, mount.alignment(), &opts).unwrap();
+    region.map().unwrap().write(0, &[42]);
+    std::fs::set_permissions(m.path(name), std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The body of an attacker that holds 200 idle connections to the broker
+/// of the server with pid `server`, renewed every 1.5 s (a slowloris):
+/// says ready on `w`, then never returns.
+pub fn hold_idle_broker_connections(server: u32, w: OwnedFd) -> ! {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let path = mshare_uapi::broker_socket_path(server);
+    let connect = || match UnixStream::connect(&path) {
+        Ok(s) => Some(s),
+        // The server before issue 7 listened on an abstract name.
+        Err(_) => SocketAddr::from_abstract_name(format!("msharefs.{server}.broker"))
+            .and_then(|a| UnixStream::connect_addr(&a))
+            .ok(),
+    };
+    let mut conns: Vec<_> = (0..200).filter_map(|_| connect()).collect();
+    ready(w);
+    loop {
+        std::thread::sleep(Duration::from_millis(1500));
+        conns.clear();
+        conns.extend((0..200).filter_map(|_| connect()));
+    }
+}

@@ -4,34 +4,14 @@
 
 use std::io::Read;
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::net::{SocketAddr, UnixListener};
 use std::time::{Duration, Instant};
 
-use libmshare::{CreateOptions, Mount};
+use libmshare::Mount;
 use msharefs_tests::*;
 use nix::unistd::Pid;
 
 use crate::common::*;
-
-/// Root creates region `name` (the mount's backing and alignment, mode
-/// 0644, one object) on `m`.
-fn root_region(m: &Server, name: &str) {
-    let mount = Mount::find(Some(&m.dir)).unwrap();
-    let size = mount.alignment();
-    drop(
-        mount
-            .create(
-                name,
-                0,
-                size,
-                &CreateOptions {
-                    mode: 0o644,
-                    ..Default::default()
-                },
-            )
-            .unwrap(),
-    );
-}
 
 /// One libmshare attach of `name` (open, map, read, close); its duration.
 fn attach(m: &Server, name: &str) -> Result<Duration, libmshare::Error> {
@@ -68,7 +48,7 @@ fn the_broker_socket_cannot_be_squatted() {
         park();
     });
     let m = Server::mount("");
-    root_region(&m, "r");
+    root_region(&m, "r", None, 0o644);
     let got = attach(&m, "r");
     drop(squatter);
     assert!(
@@ -83,25 +63,9 @@ fn the_broker_socket_cannot_be_squatted() {
 #[test]
 fn idle_connections_do_not_hold_up_attaches() {
     let m = Server::mount("");
-    root_region(&m, "r");
+    root_region(&m, "r", None, 0o644);
     let server = m.pid().as_raw() as u32;
-    let flooder = Attacker::start(65534, move |w| {
-        let path = mshare_uapi::broker_socket_path(server);
-        let connect = || match UnixStream::connect(&path) {
-            Ok(s) => Some(s),
-            // The server before this fix listened on an abstract name.
-            Err(_) => SocketAddr::from_abstract_name(format!("msharefs.{server}.broker"))
-                .and_then(|a| UnixStream::connect_addr(&a))
-                .ok(),
-        };
-        let mut conns: Vec<_> = (0..200).filter_map(|_| connect()).collect();
-        ready(w);
-        loop {
-            std::thread::sleep(Duration::from_millis(1500));
-            conns.clear();
-            conns.extend((0..200).filter_map(|_| connect()));
-        }
-    });
+    let flooder = Attacker::start(65534, move |w| hold_idle_broker_connections(server, w));
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let took = attach(&m, "r").unwrap_or_else(|e| panic!("attach under a flood: {e}"));
@@ -145,7 +109,7 @@ fn descriptor_exhaustion_stops_only_the_user_who_floods() {
     });
     assert_eq!(code, 0, "failed checks (bit = check) {code:#b}");
     // Everyone else is still served, tokens included.
-    root_region(&m, "root-after-flood");
+    root_region(&m, "root-after-flood", None, 0o644);
     attach(&m, "root-after-flood").unwrap();
     let dir = m.dir.clone();
     let code = as_user(1000, move || {
@@ -225,7 +189,7 @@ fn directories_count_against_the_limits() {
 fn slow_requests_of_others_do_not_hold_up_open_and_close() {
     // 4 KiB pages: allocating them takes time (2 MiB tmpfs pages do not).
     let m = Server::mount("align=2M,backing=shmem");
-    root_region(&m, "r");
+    root_region(&m, "r", None, 0o644);
     let size: u64 = 3 << 30;
     let (started_r, started_w) = nix::unistd::pipe().unwrap();
     let slow: Vec<Pid> = (0..4)

@@ -8,7 +8,7 @@ use libmshare::broker;
 use mshare_uapi::{broker_socket_path, MshareToken, Token};
 use std::os::fd::AsRawFd;
 
-use libmshare::{Backing, CreateOptions};
+use libmshare::Backing;
 use msharefs_tests::*;
 use nix::errno::Errno;
 
@@ -95,24 +95,6 @@ fn a_process_without_read_access_gets_nothing() {
     );
 }
 
-/// Region `name` made by root on `m` (mode `mode`, `backing`, 2 MiB, one
-/// object, first byte 42), for the hostile-user tests.
-fn root_region(m: &Server, name: &str, backing: Backing, mode: u32) {
-    let opts = CreateOptions {
-        backing: Some(backing),
-        mode,
-        ..CreateOptions::default()
-    };
-    let region = libmshare::Mount::find(Some(&m.dir))
-        .unwrap()
-        .create(name, 0, MIB2, &opts)
-        .unwrap();
-    region.map().unwrap().write(0, &[42]);
-    // Exactly these bits, whatever the umask took away at mknod.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(m.path(name), std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
 /// The first byte of root's region `name`, read through libmshare.
 fn first_byte(m: &Server, name: &str) -> u8 {
     let region = libmshare::Mount::find(Some(&m.dir))
@@ -136,7 +118,7 @@ fn a_read_only_grant_cannot_become_writable() {
     let _pool = HugePool::reserve(&m, 2);
     for backing in Backing::ALL {
         let name = format!("ro-{backing}");
-        root_region(&m, &name, backing, 0o644);
+        root_region(&m, &name, Some(backing), 0o644);
         let dir = m.dir.clone();
         let n = name.clone();
         let code = as_user(65534, move || {
@@ -189,7 +171,7 @@ fn a_write_only_open_gets_nothing_to_read_through() {
     let _pool = HugePool::reserve(&m, 2);
     for backing in Backing::ALL {
         let name = format!("wo-{backing}");
-        root_region(&m, &name, backing, 0o602);
+        root_region(&m, &name, Some(backing), 0o602);
         let path = m.path(&name);
         let code = as_user(65534, move || {
             let ro = open(&path, libc::O_RDONLY).err();
