@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{ErrorKind, IoSlice, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,25 +108,6 @@ fn tgid_of(tid: u32) -> Result<i32, Fail> {
         .ok_or(Fail::new(Errno::EIO, "no Tgid in /proc/PID/status"))
 }
 
-/// Makes [`BROKER_DIR`] if needed and checks that only this process's user
-/// can create entries in it.
-fn private_dir() -> Result<&'static Path, String> {
-    let dir = Path::new(BROKER_DIR);
-    match std::fs::DirBuilder::new().mode(0o755).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(format!("cannot create {BROKER_DIR}: {e}")),
-    }
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{BROKER_DIR}: {e}"))?;
-    let me = nix::unistd::geteuid().as_raw();
-    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{BROKER_DIR} is not a directory owned by uid {me} and writable only by it"
-        ));
-    }
-    Ok(dir)
-}
-
 /// Removes the sockets of servers that are gone.
 fn remove_stale_sockets(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -149,7 +130,8 @@ fn remove_stale_sockets(dir: &Path) {
 }
 
 fn listen() -> Result<(UnixListener, PathBuf), String> {
-    let dir = private_dir()?;
+    let dir = Path::new(BROKER_DIR);
+    crate::sys::private_dir(dir, 0o755)?;
     remove_stale_sockets(dir);
     let path = broker_socket_path(std::process::id());
     let _ = std::fs::remove_file(&path); // ours: only this user writes here

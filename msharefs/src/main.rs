@@ -17,14 +17,17 @@ mod fs;
 mod hugetlb_io;
 mod limits;
 mod namespace;
+mod notify;
 mod options;
 mod placement;
 mod region;
+mod state;
 mod sys;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use fuser::{Config, MountOption, Session, SessionACL};
@@ -33,9 +36,16 @@ use log::{error, info, warn};
 use crate::options::{MountFlag, Options};
 
 const EPILOGUE: &str = "\
+Regions outlive the server: they are kept in the state directory (see
+state_dir), and a server started on the same mount point adopts them, after a
+crash too (a dead mount left on MOUNTPOINT is detached first). SIGTERM, SIGINT
+and SIGHUP unmount and keep the regions for the next server; `umount
+MOUNTPOINT` frees every region; -o fresh starts empty. Under systemd
+(Type=notify) the server says READY=1 once the mount is up.
+
 MOUNTPOINT may be /dev/fd/N: a /dev/fuse descriptor that a privileged helper
 has already mounted (as libfuse accepts); msharefs then serves it and neither
-mounts nor unmounts.
+mounts nor unmounts, and keeps regions only with -o state_dir=DIR.
 
 Logging goes to stderr (RUST_LOG=debug for more). In the background only
 warnings before the mount is ready are shown, and nothing after, so run with
@@ -80,6 +90,8 @@ struct Cli {
 /// accepts); the server then neither mounts nor unmounts.
 enum Target {
     Dir(PathBuf),
+    /// A mount point whose server died (`ENOTCONN`).
+    Dead(PathBuf),
     Fd(std::os::fd::OwnedFd),
 }
 
@@ -92,12 +104,84 @@ impl Target {
                 .map_err(|_| format!("{shown}: not a descriptor number"))?;
             return sys::fuse_device(fd).map(Target::Fd);
         }
-        match std::fs::metadata(mountpoint) {
-            Ok(m) if m.is_dir() => Ok(Target::Dir(mountpoint.to_path_buf())),
+        let path = absolute(mountpoint).map_err(|e| format!("{shown}: {e}"))?;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Ok(Target::Dir(path)),
             Ok(_) => Err(format!("{shown}: not a directory")),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(Target::Dead(path)),
             Err(e) => Err(format!("{shown}: {e}")),
         }
     }
+
+    /// The mount point, where it is known.
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            Target::Dir(d) | Target::Dead(d) => Some(d),
+            Target::Fd(_) => None,
+        }
+    }
+}
+
+/// `p` made absolute without resolving its last component (which may be a
+/// dead mount that cannot be looked at).
+fn absolute(p: &Path) -> std::io::Result<PathBuf> {
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        return p.canonicalize();
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    Ok(parent.canonicalize()?.join(name))
+}
+
+/// Detaches the dead msharefs mount on `dir` that a killed server left.
+fn detach_dead(dir: &Path) -> Result<(), String> {
+    let shown = dir.display();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+    let ours = info.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let point = left.split(' ').nth(4)?;
+        (Path::new(point) == dir).then(|| right.split(' ').next() == Some("fuse.msharefs"))
+    });
+    match ours {
+        Some(true) => {
+            nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| format!("cannot detach the dead mount on {shown}: {e}"))?;
+            info!("detached the dead msharefs mount on {shown} that a previous server left");
+            Ok(())
+        }
+        _ => Err(format!(
+            "{shown}: not connected (a dead mount that is not msharefs's: unmount it first)"
+        )),
+    }
+}
+
+/// Opens the state directory for a server on `target`: the one `state_dir=`
+/// names, else the mount point's default. `None` (regions do not outlive
+/// the server, and the log says why): a `/dev/fd/N` mount without
+/// `state_dir=`, or a server that may not make the default directory.
+fn open_state(
+    opts: &options::Options,
+    target: &Target,
+) -> Result<Option<(state::StateDir, state::Snapshot)>, String> {
+    let (path, explicit) = match (&opts.state_dir, target.dir()) {
+        (Some(p), _) => (p.clone(), true),
+        (None, Some(dir)) => (state::default_path(dir), false),
+        (None, None) => {
+            warn!("regions will not outlive this server: give -o state_dir=DIR to keep them");
+            return Ok(None);
+        }
+    };
+    if !explicit && !nix::unistd::geteuid().is_root() {
+        warn!(
+            "regions will not outlive this server: only root may keep them in {}",
+            path.display()
+        );
+        return Ok(None);
+    }
+    state::StateDir::open(&path, opts.align, opts.fresh).map(Some)
 }
 
 fn fuser_config(opts: &Options, source: Option<&OsString>, threads: usize) -> Config {
@@ -189,6 +273,19 @@ fn raise_nofile() -> u64 {
     }
 }
 
+/// Set when a stop signal makes the server unmount (and keep the regions).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Whether an msharefs mount is still on `dir` (a dead one after an abort).
+fn is_mount_point(dir: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines().any(|l| {
+        l.split(' ').nth(4).map(Path::new) == Some(dir)
+            && l.split_once(" - ")
+                .is_some_and(|(_, r)| r.starts_with("fuse.msharefs "))
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let euid = nix::unistd::geteuid();
@@ -224,6 +321,24 @@ fn main() -> ExitCode {
         }
     };
 
+    let state = match open_state(&opts, &target) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("msharefs: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let target = match target {
+        Target::Dead(dir) => {
+            if let Err(e) = detach_dead(&dir) {
+                eprintln!("msharefs: {e}");
+                return ExitCode::from(1);
+            }
+            Target::Dir(dir)
+        }
+        t => t,
+    };
+
     // Before any thread exists: detach, then block the stop signals so
     // that every thread inherits the mask and only the waiter sees them.
     let detached = if foreground {
@@ -255,17 +370,41 @@ fn main() -> ExitCode {
         Some(why) => info!("{why}"),
         None => {}
     }
+    let (journal, kinds) = match &state {
+        Some((dir, snap)) => match dir.journal(snap, opts.align) {
+            Ok(j) => (j, dir.kind_dirs()),
+            Err(e) => {
+                eprintln!("msharefs: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => (state::Journal::volatile(), Vec::new()),
+    };
     let fs = fs::MshareFs::new(
         opts.clone(),
         plan.limits,
         plan.broker_conns,
-        nix::unistd::getuid().as_raw(),
-        nix::unistd::getgid().as_raw(),
+        (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        ),
+        backing::BackingStore::new(kinds),
+        journal,
     );
+    let state = state.map(|(dir, snap)| {
+        let adopted = fs.adopt(&snap);
+        let orphans = dir.remove_files(&adopted.regions);
+        if orphans > 0 {
+            info!("freed the memory of {orphans} regions that were removed before the previous server stopped");
+        }
+        info!("regions are kept in {}", dir.path().display());
+        dir
+    });
     let broker = fs.broker();
     let session = match target {
         Target::Dir(dir) => Session::new(fs, dir, &config),
         Target::Fd(fd) => Session::from_fd(fs, fd, config.acl, config.clone()),
+        Target::Dead(_) => unreachable!("detached above"),
     };
     let mut session = match session {
         Ok(s) => s,
@@ -285,11 +424,21 @@ fn main() -> ExitCode {
     );
 
     let mut unmounter = session.unmount_callable();
-    let target = mountpoint.canonicalize().unwrap_or(mountpoint.clone());
+    let target = absolute(&mountpoint).unwrap_or(mountpoint.clone());
     let exiting = broker.clone();
+    let kept = state.as_ref().map(|s| s.path().to_path_buf());
     std::thread::spawn(move || {
         if let Ok(sig) = daemon::wait_for_stop() {
+            STOPPING.store(true, Ordering::SeqCst);
+            notify::notify("STOPPING=1");
             info!("{sig}: unmounting {}", target.display());
+            if let Some(dir) = &kept {
+                info!(
+                    "the regions stay in {}: a server started on {} adopts them; umount frees them",
+                    dir.display(),
+                    target.display()
+                );
+            }
             if let Err(e) = unmounter.unmount() {
                 info!("unmount: {e}; detaching the busy mount lazily");
                 if let Err(e) = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH) {
@@ -304,10 +453,25 @@ fn main() -> ExitCode {
     if let Some(d) = detached {
         d.ready();
     }
+    notify::notify(&format!(
+        "READY=1\nMAINPID={}\nSTATUS=serving {}",
+        std::process::id(),
+        mountpoint.display()
+    ));
     let ended = session.run();
     broker.remove_socket();
     match ended {
         Ok(()) => {
+            // Unmounted by someone (umount, fusermount3 -u): free the
+            // regions. A stop signal or a connection aborted while the mount
+            // stays keeps them.
+            let dir = absolute(&mountpoint).unwrap_or(mountpoint.clone());
+            let unmounted = !STOPPING.load(Ordering::SeqCst) && !is_mount_point(&dir);
+            match state {
+                Some(s) if unmounted => s.discard(),
+                Some(s) => info!("the regions stay in {}", s.path().display()),
+                None => {}
+            }
             info!("unmounted; exiting");
             ExitCode::SUCCESS
         }

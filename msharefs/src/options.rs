@@ -113,6 +113,11 @@ pub struct Options {
     pub passthrough: Passthrough,
     /// `fsname=NAME`: the mount's source as shown in mountinfo.
     pub fsname: Option<String>,
+    /// `state_dir=DIR`: where regions are kept so that they outlive the
+    /// server; `None`: under /run/msharefs/state, named for the mount point.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// `fresh`: discard the regions a previous server left.
+    pub fresh: bool,
     /// Generic mount flags, in the order given.
     pub flags: Vec<MountFlag>,
 }
@@ -263,6 +268,33 @@ pub const OPTIONS: &[Spec] = &[
         },
     },
     Spec {
+        name: "state_dir",
+        value: Some("DIR"),
+        help: "where regions are kept so that they outlive the server (memory on private \
+               tmpfs/hugetlbfs instances mounted there, and the namespace in DIR/state); \
+               a server started on the same mount point after a crash or a stop adopts \
+               them; a clean umount frees them",
+        default: "/run/msharefs/state/MOUNTPOINT-ESCAPED",
+        apply: |o, v| {
+            let dir = std::path::PathBuf::from(value(v, "a directory")?);
+            if !dir.is_absolute() {
+                return Err("must be an absolute path".into());
+            }
+            o.state_dir = Some(dir);
+            Ok(())
+        },
+    },
+    Spec {
+        name: "fresh",
+        value: None,
+        help: "start empty: free the regions that a previous server on this mount point left",
+        default: "off",
+        apply: |o, _| {
+            o.fresh = true;
+            Ok(())
+        },
+    },
+    Spec {
         name: "subtype",
         value: Some("msharefs"),
         help: "passed by mount.fuse3; always msharefs",
@@ -299,6 +331,8 @@ impl Options {
             debug: false,
             passthrough: Passthrough::Auto,
             fsname: None,
+            state_dir: None,
+            fresh: false,
             flags: Vec::new(),
         }
     }
@@ -411,8 +445,8 @@ mod tests {
     #[test]
     fn shown_defaults_are_the_code_defaults() {
         for spec in OPTIONS.iter().filter(|s| s.value.is_some()) {
-            if ["fsname", "max_regions_per_user"].contains(&spec.name) {
-                continue; // derived from SOURCE, from max_regions
+            if ["fsname", "max_regions_per_user", "state_dir"].contains(&spec.name) {
+                continue; // derived from SOURCE, max_regions, the mount point
             }
             let mut o = Options::defaults(false);
             o.apply(&format!("{}={}", spec.name, spec.default)).unwrap();

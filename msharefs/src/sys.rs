@@ -8,8 +8,10 @@
 //! `/dev/fuse`.
 #![allow(unsafe_code)]
 
+use std::io::ErrorKind;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::path::Path;
 
 use nix::errno::Errno;
 use rustix::mount::{
@@ -46,4 +48,24 @@ pub fn fuse_device(fd: RawFd) -> Result<OwnedFd, String> {
     // SAFETY: the descriptor is open (its /proc link resolved) and was
     // handed to this process to serve; nothing else in it owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes directory `dir` with `mode` if needed and checks that it is a
+/// directory owned by this process's user that nobody else can write to
+/// (so nobody else can plant or replace entries in it).
+pub fn private_dir(dir: &Path, mode: u32) -> Result<(), String> {
+    let shown = dir.display();
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create {shown}: {e}")),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{shown}: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{shown} is not a directory owned by uid {me} and writable only by it"
+        ));
+    }
+    Ok(())
 }

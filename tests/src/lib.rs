@@ -87,9 +87,13 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 pub struct Server {
     /// The mount point.
     pub dir: PathBuf,
+    state: PathBuf,
     _tmp: tempfile::TempDir,
     child: Option<Child>,
     log: PathBuf,
+    args: Vec<String>,
+    nofile: Option<u64>,
+    drop_cap_sys_admin: bool,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -135,7 +139,6 @@ impl Server {
         premount: Option<(String, String, OwnedFd)>,
         nofile: Option<u64>,
     ) -> Server {
-        use std::os::unix::process::CommandExt;
         let serial = serial();
         let tmp = tempfile::Builder::new()
             .prefix("msharefs-test")
@@ -144,12 +147,15 @@ impl Server {
         let dir = tmp.path().join("mnt");
         fs::create_dir(&dir).unwrap();
         let log = tmp.path().join("server.log");
-        let mut cmd = Command::new(msharefs_bin());
-        cmd.arg("-f").args(args);
+        let state = tmp.path().join("state");
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut keep_fd = None;
-        match premount {
+        let target = match premount {
             None => {
-                cmd.arg(&dir);
+                // Kept regions go to the test's own directory, so that the
+                // guard frees them whatever happens.
+                args.extend(["-o".into(), format!("state_dir={}", state.display())]);
+                dir.to_string_lossy().into_owned()
             }
             Some((target, data, fuse)) => {
                 nix::mount::mount(
@@ -160,53 +166,24 @@ impl Server {
                     Some(data.as_str()),
                 )
                 .expect("mount(2) of fuse.msharefs");
-                cmd.arg(target);
-                // SAFETY: prctl is async-signal-safe; it only drops a
-                // capability from the bounding set of the child about to
-                // exec, so the server runs without CAP_SYS_ADMIN.
-                unsafe {
-                    cmd.pre_exec(|| {
-                        if libc::prctl(libc::PR_CAPBSET_DROP, 21 /* CAP_SYS_ADMIN */, 0, 0, 0) != 0
-                        {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
                 keep_fd = Some(fuse); // inherited by the server; ours closes below
+                target
             }
-        }
-        if let Some(nofile) = nofile {
-            // SAFETY: setrlimit is async-signal-safe; it only limits the
-            // child about to exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: nofile,
-                        rlim_max: nofile,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = cmd
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn msharefs");
-        drop(keep_fd);
+        };
+        args.push(target);
         let mut m = Server {
             dir,
+            state,
             _tmp: tmp,
-            child: Some(child),
+            child: None,
             log,
+            args,
+            nofile,
+            drop_cap_sys_admin: keep_fd.is_some(),
             _serial: serial,
         };
+        m.spawn();
+        drop(keep_fd);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !is_mounted(&m.dir) {
             if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
@@ -223,6 +200,94 @@ impl Server {
             std::thread::sleep(Duration::from_millis(10));
         }
         m
+    }
+
+    /// Starts `msharefs -f ARGS` as this guard's server, its log appended
+    /// to the guard's.
+    fn spawn(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(msharefs_bin());
+        cmd.arg("-f").args(&self.args);
+        if self.drop_cap_sys_admin {
+            // SAFETY: prctl is async-signal-safe; it only drops a
+            // capability from the bounding set of the child about to
+            // exec, so the server runs without CAP_SYS_ADMIN.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_CAPBSET_DROP, 21 /* CAP_SYS_ADMIN */, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if let Some(nofile) = self.nofile {
+            // SAFETY: setrlimit is async-signal-safe; it only limits the
+            // child about to exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: nofile,
+                        rlim_max: nofile,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = cmd
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn msharefs");
+        self.child = Some(child);
+    }
+
+    /// Kills the server with SIGKILL, as a crash or the OOM killer would;
+    /// its dead mount stays.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server already stopped");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts a new server with the same arguments on the same mount point
+    /// (after [`Self::kill9`] or [`Self::stop`]) and waits until it serves;
+    /// returns the time from its start until then.
+    pub fn restart(&mut self) -> Duration {
+        assert!(self.child.is_none(), "the server is still running");
+        let started = Instant::now();
+        self.spawn();
+        let deadline = started + Duration::from_secs(10);
+        while fs::metadata(self.dir.join("mshare_info")).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "msharefs exited with {status} on restart:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new server did not serve:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        started.elapsed()
+    }
+
+    /// The state directory the server keeps regions in.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
     }
 
     /// Path of `name` inside the mount.
@@ -288,10 +353,23 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
+            // As a user ends it: umount (which frees the regions), then
+            // SIGTERM, then SIGKILL.
+            let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::empty());
+            let pid = Pid::from_raw(child.id() as i32);
+            let mut wait = |secs| {
+                let deadline = Instant::now() + Duration::from_secs(secs);
+                while child.try_wait().ok().flatten().is_none() {
+                    if Instant::now() > deadline {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                true
+            };
+            if !wait(5) {
+                let _ = kill(pid, Signal::SIGTERM);
+                wait(5);
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -299,10 +377,28 @@ impl Drop for Server {
         if is_mounted(&self.dir) {
             let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
         }
+        discard_state(&self.state);
         if std::thread::panicking() {
             eprintln!("--- msharefs log ---\n{}", self.log_text());
         }
     }
+}
+
+/// Frees what a server kept in state directory `dir` and removes it: the
+/// backing files, the instances mounted there, the state file.
+pub fn discard_state(dir: &Path) {
+    for kind in ["thp", "shmem", "hugetlb"] {
+        let sub = dir.join(kind);
+        if let Ok(entries) = fs::read_dir(&sub) {
+            for e in entries.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        if is_mounted(&sub) {
+            let _ = nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _ = fs::remove_dir_all(dir);
 }
 
 /// Unmounts (lazily) a mount made by something other than [`Server`] —

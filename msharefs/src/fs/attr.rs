@@ -151,6 +151,7 @@ impl MshareFs {
             node.meta.mtime = now;
         }
         node.meta.ctime = now;
+        let _ = self.persist(&ns, &[ino]);
         Ok(self.attr(ino, ns.node(ino)?))
     }
 }

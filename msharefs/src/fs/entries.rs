@@ -22,10 +22,15 @@ impl MshareFs {
         self.entry_in(&ns, ns.child(parent, name)?)
     }
 
-    /// A new, empty backing file of `kind`, labelled `name`.
-    pub(super) fn make_backing(&self, kind: Backing, name: &str) -> Result<OwnedFd, Fail> {
+    /// A new, empty backing file of `kind` for inode `ino`, labelled `name`.
+    pub(super) fn make_backing(
+        &self,
+        kind: Backing,
+        ino: INodeNo,
+        name: &str,
+    ) -> Result<OwnedFd, Fail> {
         self.store
-            .create(kind, name)
+            .create(kind, ino.0, name)
             .map_err(|e| Fail::with(e, format!("cannot create {kind} backing memory: {e}")))
     }
 
@@ -41,16 +46,25 @@ impl MshareFs {
         let kind = self.store.effective(self.opts.backing);
         // Refuse before making memory; insert checks again under the lock.
         self.ns.read().check_room(req.uid())?;
-        let file = self.make_backing(kind, &name.to_string_lossy())?;
         let mut ns = self.ns.write();
+        let ino = ns.next_ino();
+        let file = self.make_backing(kind, ino, &name.to_string_lossy())?;
         let region = Arc::new(Region::new(
-            ns.next_ino(),
+            ino,
             kind,
             file,
             self.placement.clone(),
+            self.journal.clone(),
         ));
         let meta = Meta::new(mode as u16, req.uid(), req.gid());
-        let ino = ns.insert(parent, name, Kind::Region(region.clone()), meta)?;
+        if let Err(f) = ns.insert(parent, name, Kind::Region(region.clone()), meta) {
+            let memory = region.take_memory();
+            drop(ns);
+            self.free(&region, memory);
+            return Err(f);
+        }
+        drop(ns);
+        self.made(parent, name, ino, Removal::File)?;
         debug!(
             "created region {name:?} (inode {}, {kind}) for uid {}",
             ino.0,
@@ -89,7 +103,32 @@ impl MshareFs {
             .ns
             .write()
             .insert(parent, name, Kind::Dir(Default::default()), meta)?;
+        self.made(parent, name, ino, Removal::Dir)?;
         self.entry_of(ino)
+    }
+
+    /// Records a node just made as `name` in `parent`; where the state file
+    /// cannot hold it, takes it back and fails, so that no region exists
+    /// that a restart would lose.
+    fn made(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        ino: INodeNo,
+        removal: Removal,
+    ) -> Result<(), Fail> {
+        let res = {
+            let ns = self.ns.write();
+            match ns.node(ino) {
+                Ok(n) if n.parent == parent && n.name == name => self.persist(&ns, &[ino, parent]),
+                _ => return Ok(()), // Renamed or removed meanwhile, and recorded so.
+            }
+        };
+        if let Err(f) = res {
+            let _ = self.do_remove(parent, name, removal);
+            return Err(f);
+        }
+        Ok(())
     }
 
     /// `unlink` or `rmdir`.
@@ -99,7 +138,12 @@ impl MshareFs {
         name: &OsStr,
         removal: Removal,
     ) -> Result<(), Fail> {
-        let ino = self.ns.write().remove(parent, name, removal)?;
+        let ino = {
+            let mut ns = self.ns.write();
+            let ino = ns.remove(parent, name, removal)?;
+            let _ = self.persist(&ns, &[ino, parent]);
+            ino
+        };
         self.reap(ino);
         Ok(())
     }
@@ -119,10 +163,15 @@ impl MshareFs {
             "only RENAME_NOREPLACE is supported",
         )?;
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
-        let replaced = self
-            .ns
-            .write()
-            .rename(parent, name, newparent, newname, noreplace)?;
+        let replaced = {
+            let mut ns = self.ns.write();
+            let replaced = ns.rename(parent, name, newparent, newname, noreplace)?;
+            let moved = ns.child(newparent, newname)?;
+            let mut changed = vec![moved, parent, newparent];
+            changed.extend(replaced);
+            let _ = self.persist(&ns, &changed);
+            replaced
+        };
         if let Some(t) = replaced {
             self.reap(t);
         }
@@ -134,7 +183,7 @@ impl MshareFs {
     pub(super) fn do_forget(&self, ino: INodeNo, nlookup: u64) {
         let gone = self.ns.write().forget(ino, nlookup);
         if let Some(r) = gone.as_ref().and_then(|n| n.region()) {
-            drop(r.take_memory());
+            self.free(r, r.take_memory());
         }
     }
 
@@ -147,31 +196,27 @@ impl MshareFs {
             if let Ok(node) = ns.node(ino) {
                 if let Some(r) = node.region() {
                     if !node.is_linked() && r.opens() == 0 {
-                        freed = r.take_memory();
+                        freed = Some((r.clone(), r.take_memory()));
                     }
                 }
             }
             ns.remove_if_unused(ino);
         }
-        if freed.take().is_some() {
-            debug!("region inode {}: memory released", ino.0);
+        if let Some((r, memory)) = freed {
+            if memory.is_some() {
+                debug!("region inode {}: memory released", ino.0);
+            }
+            self.free(&r, memory);
         }
     }
 
     /// The region's name for a log line (scans the parent directory).
     pub(super) fn region_name(&self, ino: INodeNo) -> String {
         let ns = self.ns.read();
-        let Ok(node) = ns.node(ino) else {
-            return format!("inode {}", ino.0);
-        };
-        let parent = ns.node(node.parent).ok();
-        let name = parent.and_then(|p| match &p.kind {
-            Kind::Dir(d) => d.name_of(ino).map(|n| n.to_string_lossy().into_owned()),
-            _ => None,
-        });
-        match name {
-            Some(n) => format!("region '{n}'"),
-            None => format!("region inode {} (unlinked)", ino.0),
+        match ns.node(ino) {
+            Ok(n) if n.is_linked() => format!("region '{}'", n.name.to_string_lossy()),
+            Ok(_) => format!("region inode {} (unlinked)", ino.0),
+            Err(_) => format!("inode {}", ino.0),
         }
     }
 }

@@ -8,6 +8,7 @@ mod attr;
 mod entries;
 mod handles;
 mod ioctl;
+mod keep;
 mod open;
 mod reply;
 mod xattr;
@@ -39,6 +40,7 @@ use crate::namespace::{Limits, Namespace, Removal, NAME_MAX};
 use crate::options::{Options, Passthrough};
 use crate::placement::Placement;
 use crate::region::OpenMode;
+use crate::state::Journal;
 
 /// The msharefs file system.
 #[derive(Debug)]
@@ -49,6 +51,8 @@ pub struct MshareFs {
     handles: Handles,
     /// Makes backing files.
     store: BackingStore,
+    /// Records the namespace, so that it outlives the server.
+    journal: Arc<Journal>,
     /// The alignment and the address ranges of sized regions.
     placement: Arc<Placement>,
     /// Mount options.
@@ -65,8 +69,16 @@ pub struct MshareFs {
 impl MshareFs {
     /// A file system with these options and limits, its root owned by
     /// `uid`/`gid`; its broker serves `broker_conns` connections at once.
-    pub fn new(opts: Options, limits: Limits, broker_conns: usize, uid: u32, gid: u32) -> Self {
-        let store = BackingStore::new();
+    /// `store` makes the memory and `journal` records the namespace
+    /// ([`Self::adopt`] takes over what a previous server left).
+    pub fn new(
+        opts: Options,
+        limits: Limits,
+        broker_conns: usize,
+        (uid, gid): (u32, u32),
+        store: BackingStore,
+        journal: Journal,
+    ) -> Self {
         if store.effective(opts.backing) != opts.backing {
             warn!(
                 "backing={} is not available; new regions use {}",
@@ -78,6 +90,7 @@ impl MshareFs {
             ns: RwLock::new(Namespace::new(uid, gid, limits)),
             handles: Handles::new(),
             store,
+            journal: Arc::new(journal),
             placement: Arc::new(Placement::new(opts.align)),
             info_text: format!("{}\n", opts.align),
             passthrough: AtomicBool::new(opts.passthrough == Passthrough::Auto),

@@ -71,10 +71,27 @@ impl MshareFs {
             Errno::EBUSY,
             "the backing of an open or sized region cannot change",
         )?;
-        let file = self.make_backing(kind, &self.region_name(ino))?;
-        let new = Region::new(ino, kind, file, self.placement.clone());
-        self.ns.write().replace_region(ino, &old, Arc::new(new))?;
-        drop(old.take_memory());
+        let file = self.make_backing(kind, ino, &self.region_name(ino))?;
+        let new = Arc::new(Region::new(
+            ino,
+            kind,
+            file,
+            self.placement.clone(),
+            self.journal.clone(),
+        ));
+        let replaced = {
+            let mut ns = self.ns.write();
+            let res = ns.replace_region(ino, &old, new.clone());
+            if res.is_ok() {
+                let _ = self.persist(&ns, &[ino]);
+            }
+            res
+        };
+        if let Err(f) = replaced {
+            self.free(&new, new.take_memory());
+            return Err(f);
+        }
+        self.free(&old, old.take_memory());
         debug!("region inode {}: backing is now {kind}", ino.0);
         Ok(())
     }

@@ -67,14 +67,6 @@ impl Dir {
         self.by_name.is_empty()
     }
 
-    /// The name of `ino` here, if any (a scan: for log lines).
-    pub fn name_of(&self, ino: INodeNo) -> Option<&OsStr> {
-        self.by_name
-            .iter()
-            .find(|(_, &(i, _))| i == ino)
-            .map(|(n, _)| n.as_os_str())
-    }
-
     /// The entries with a cookie greater than `after`, in cookie order.
     pub fn after(&self, after: u64) -> impl Iterator<Item = (u64, &OsStr, INodeNo)> {
         self.by_cookie
@@ -115,7 +107,6 @@ mod tests {
                 (OsString::from("d"), INodeNo(13))
             ]
         );
-        assert_eq!(d.name_of(INodeNo(12)), Some(OsStr::new("c")));
         assert_eq!(d.len(), 3);
     }
 }

@@ -8,7 +8,7 @@
 mod dir;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,6 +19,7 @@ use nix::errno::Errno;
 
 use crate::fail::{ensure, Fail};
 use crate::region::Region;
+use crate::state::record::{NodeKind, NodeRec, Record};
 pub use dir::Dir;
 
 /// Inode number of the root directory.
@@ -85,6 +86,8 @@ pub struct Node {
     links: u32,
     /// Parent directory (for `..`).
     pub parent: INodeNo,
+    /// Its name there (the last one, once unlinked).
+    pub name: OsString,
     /// Kernel lookup references, decremented by `forget`.
     lookups: AtomicU64,
     /// The uid whose quota the node counts against (its creator).
@@ -92,13 +95,14 @@ pub struct Node {
 }
 
 impl Node {
-    fn new(kind: Kind, meta: Meta, parent: INodeNo) -> Self {
+    fn new(kind: Kind, meta: Meta, parent: INodeNo, name: &OsStr) -> Self {
         Node {
             kind,
             charged: meta.uid,
             meta,
             links: 1,
             parent,
+            name: name.to_os_string(),
             lookups: AtomicU64::new(0),
         }
     }
@@ -189,11 +193,21 @@ impl Namespace {
         root.insert(OsStr::new(INFO_FILE_NAME), INFO);
         nodes.insert(
             ROOT,
-            Node::new(Kind::Dir(root), Meta::new(0o1777, uid, gid), ROOT),
+            Node::new(
+                Kind::Dir(root),
+                Meta::new(0o1777, uid, gid),
+                ROOT,
+                OsStr::new("."),
+            ),
         );
         nodes.insert(
             INFO,
-            Node::new(Kind::Info, Meta::new(0o444, uid, gid), ROOT),
+            Node::new(
+                Kind::Info,
+                Meta::new(0o444, uid, gid),
+                ROOT,
+                OsStr::new(INFO_FILE_NAME),
+            ),
         );
         Namespace {
             nodes,
@@ -294,7 +308,7 @@ impl Namespace {
         self.dir_mut(parent)?.insert(name, ino);
         self.made += 1;
         *self.made_by.entry(meta.uid).or_default() += 1;
-        self.nodes.insert(ino, Node::new(kind, meta, parent));
+        self.nodes.insert(ino, Node::new(kind, meta, parent, name));
         self.next_ino += 1;
         let p = self.node_mut(parent)?;
         p.meta.mtime = SystemTime::now();
@@ -387,6 +401,7 @@ impl Namespace {
         self.touch_dir(newparent);
         let node = self.node_mut(ino)?;
         node.parent = newparent;
+        node.name = newname.to_os_string();
         node.meta.ctime = SystemTime::now();
         if let Some(t) = target {
             self.drop_link(t);
@@ -482,6 +497,98 @@ impl Namespace {
             }
         }
         Some(node)
+    }
+
+    /// What the state file records of `ino`: the node while a name points
+    /// at it, else that it is gone (`mshare_info` is never recorded).
+    pub fn record(&self, ino: INodeNo) -> Record {
+        let node = match self.nodes.get(&ino) {
+            Some(n) if n.is_linked() && ino != INFO => n,
+            _ => return Record::Gone(ino.0),
+        };
+        let kind = match &node.kind {
+            Kind::Region(r) => NodeKind::Region(r.kind),
+            _ => NodeKind::Dir,
+        };
+        let m = &node.meta;
+        Record::Node(NodeRec {
+            ino: ino.0,
+            parent: node.parent.0,
+            kind,
+            perm: m.perm,
+            uid: m.uid,
+            gid: m.gid,
+            charged: node.charged,
+            times: [m.atime, m.mtime, m.ctime, m.crtime],
+            name: node.name.clone(),
+        })
+    }
+
+    /// Rebuilds the tree from the nodes a previous server recorded, each
+    /// with what it is now; numbers continue from `next_ino`. A node whose
+    /// directory is missing, or whose name is taken, is put in the root
+    /// (as `NAME.lost-INODE` if need be). Returns what was moved, for the
+    /// log. Limits are not checked: what existed stays.
+    pub fn adopt(&mut self, nodes: Vec<(NodeRec, Kind)>, next_ino: u64) -> Vec<String> {
+        let mut adopted = Vec::new();
+        for (rec, kind) in nodes {
+            let meta = Meta {
+                perm: rec.perm & 0o7777,
+                uid: rec.uid,
+                gid: rec.gid,
+                atime: rec.times[0],
+                mtime: rec.times[1],
+                ctime: rec.times[2],
+                crtime: rec.times[3],
+            };
+            let ino = INodeNo(rec.ino);
+            if ino == ROOT {
+                if let Some(root) = self.nodes.get_mut(&ROOT) {
+                    root.meta = meta;
+                }
+                continue;
+            }
+            if ino.0 <= INFO.0 || self.nodes.contains_key(&ino) {
+                continue;
+            }
+            let mut node = Node::new(kind, meta, INodeNo(rec.parent), &rec.name);
+            node.charged = rec.charged;
+            self.nodes.insert(ino, node);
+            self.made += 1;
+            *self.made_by.entry(rec.charged).or_default() += 1;
+            self.next_ino = self.next_ino.max(ino.0 + 1);
+            adopted.push(ino);
+        }
+        self.next_ino = self.next_ino.max(next_ino);
+        let mut moved = Vec::new();
+        adopted.sort_unstable();
+        for ino in adopted {
+            let (parent, name) = {
+                let n = &self.nodes[&ino];
+                (n.parent, n.name.clone())
+            };
+            let fits = self.dir(parent).is_ok_and(|d| d.get(&name).is_none());
+            let (parent, name) = if fits {
+                (parent, name)
+            } else {
+                let mut lost = name.clone();
+                if self.dir(ROOT).is_ok_and(|d| d.get(&name).is_some()) {
+                    lost.push(format!(".lost-{}", ino.0));
+                }
+                moved.push(format!(
+                    "inode {} ({name:?}) had no directory {} to go in: it is /{lost:?}",
+                    ino.0, parent.0
+                ));
+                (ROOT, lost)
+            };
+            if let Ok(d) = self.dir_mut(parent) {
+                d.insert(&name, ino);
+            }
+            let n = self.nodes.get_mut(&ino).expect("adopted above");
+            n.parent = parent;
+            n.name = name;
+        }
+        moved
     }
 
     fn drop_link(&mut self, ino: INodeNo) {

@@ -16,6 +16,8 @@ use parking_lot::Mutex;
 use crate::backing;
 use crate::fail::{ensure, Fail};
 use crate::placement::Placement;
+use crate::state::record::{LayoutRec, Record};
+use crate::state::Journal;
 pub use rules::{check_create, check_layout, cut, page_size, Object};
 
 /// What an open of a region file allows.
@@ -77,6 +79,8 @@ pub struct Region {
     pub kind: Backing,
     /// The mount's alignment and address ranges.
     placement: Arc<Placement>,
+    /// Where its layout is recorded, so that it outlives the server.
+    journal: Arc<Journal>,
     /// Everything that changes, under one lock.
     state: Mutex<State>,
 }
@@ -111,12 +115,20 @@ impl State {
 }
 
 impl Region {
-    /// A new, unsized region over `file`, placed by `placement`.
-    pub fn new(id: INodeNo, kind: Backing, file: OwnedFd, placement: Arc<Placement>) -> Self {
+    /// A new, unsized region over `file`, placed by `placement`, its layout
+    /// recorded in `journal`.
+    pub fn new(
+        id: INodeNo,
+        kind: Backing,
+        file: OwnedFd,
+        placement: Arc<Placement>,
+        journal: Arc<Journal>,
+    ) -> Self {
         Region {
             id,
             kind,
             placement,
+            journal,
             state: Mutex::new(State {
                 file: Some(Arc::new(file)),
                 info: None,
@@ -125,6 +137,50 @@ impl Region {
                 backing_id: None,
             }),
         }
+    }
+
+    /// A region a previous server left: `file` with the recorded `layout`
+    /// (`None`: unsized). Its range is claimed in `placement` again.
+    pub fn adopt(
+        id: INodeNo,
+        kind: Backing,
+        file: OwnedFd,
+        placement: Arc<Placement>,
+        journal: Arc<Journal>,
+        layout: Option<&LayoutRec>,
+    ) -> Self {
+        let region = Region::new(id, kind, file, placement, journal);
+        if let Some(l) = layout {
+            let mut st = region.state.lock();
+            st.info = Some(MshareInfo {
+                start: l.start,
+                size: l.size,
+            });
+            st.objects = l
+                .objects
+                .iter()
+                .map(|&(addr, size, prot)| Object { addr, size, prot })
+                .collect();
+            region.placement.claim(id, l.start, l.size);
+        }
+        region
+    }
+
+    /// Records the layout (under the region's lock, so records of one
+    /// region are written in the order of its changes). A failed write is
+    /// logged and repaired by the journal's next write.
+    fn record(&self, st: &State) {
+        let Some(info) = st.info else { return };
+        let _ = self.journal.put(Record::Layout(LayoutRec {
+            ino: self.id.0,
+            start: info.start,
+            size: info.size,
+            objects: st
+                .objects
+                .iter()
+                .map(|o| (o.addr, o.size, o.prot))
+                .collect(),
+        }));
     }
 
     /// The backing file, while the memory exists.
@@ -182,6 +238,7 @@ impl Region {
             return Err(Fail::with(e, format!("cannot size the backing file: {e}")));
         }
         st.info = Some(info);
+        self.record(&st);
         Ok(info)
     }
 
@@ -228,6 +285,7 @@ impl Region {
         }
         let at = st.objects.partition_point(|x| x.addr < o.addr);
         st.objects.insert(at, o);
+        self.record(&st);
         Ok(())
     }
 
@@ -242,6 +300,7 @@ impl Region {
                 .map_err(|e| Fail::with(e, format!("cannot free memory: {e}")))?;
         }
         st.objects = rest;
+        self.record(&st);
         Ok(())
     }
 

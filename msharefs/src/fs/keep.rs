@@ -1,0 +1,108 @@
+//! Keeping the namespace in the state file, adopting what a previous server
+//! left, and removing a region's kept memory when it is freed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use fuser::INodeNo;
+use log::{error, info, warn};
+use mshare_uapi::Backing;
+
+use super::MshareFs;
+use crate::fail::Fail;
+use crate::namespace::{Kind, Namespace};
+use crate::region::Region;
+use crate::state::record::{NodeKind, Record};
+use crate::state::Snapshot;
+
+/// What adoption found.
+#[derive(Debug, Default)]
+pub struct Adopted {
+    /// Regions adopted, by `(kind, inode)`: their files stay.
+    pub regions: HashSet<(Backing, u64)>,
+    /// Directories adopted.
+    pub dirs: usize,
+    /// Regions recorded whose memory was not there.
+    pub lost: usize,
+}
+
+impl MshareFs {
+    /// Records nodes `inos` as they are in `ns` now; call it with the
+    /// namespace's write lock held, so records follow the order of changes.
+    /// An error means the state file does not hold the change yet (it is
+    /// logged, and written with the next change that can be written).
+    pub(super) fn persist(&self, ns: &Namespace, inos: &[INodeNo]) -> Result<(), Fail> {
+        let mut res = Ok(());
+        for &ino in inos {
+            if let Err(e) = self.journal.put(ns.record(ino)) {
+                res = Err(Fail::with(e, format!("cannot write the state file: {e}")));
+            }
+        }
+        res
+    }
+
+    /// Frees what `take_memory` took from `region`: removes its kept file,
+    /// then closes the server's descriptor (outside the namespace lock:
+    /// closing the last one of a large file frees its pages right there).
+    pub(super) fn free(&self, region: &Region, memory: Option<Arc<std::os::fd::OwnedFd>>) {
+        if memory.is_some() {
+            self.store.discard(region.kind, region.id.0);
+        }
+        drop(memory);
+    }
+
+    /// Rebuilds the namespace from what a previous server left (`snap`):
+    /// every recorded region whose memory is there is adopted with its
+    /// name, owner, mode, times, layout and objects.
+    pub fn adopt(&self, snap: &Snapshot) -> Adopted {
+        let mut found = Adopted::default();
+        let mut nodes = Vec::new();
+        for rec in snap.nodes.values() {
+            let kind = match rec.kind {
+                NodeKind::Dir => {
+                    found.dirs += 1;
+                    Kind::Dir(Default::default())
+                }
+                NodeKind::Region(kind) => match self.store.open_kept(kind, rec.ino) {
+                    Ok(file) => {
+                        found.regions.insert((kind, rec.ino));
+                        Kind::Region(Arc::new(Region::adopt(
+                            INodeNo(rec.ino),
+                            kind,
+                            file,
+                            self.placement.clone(),
+                            self.journal.clone(),
+                            snap.layouts.get(&rec.ino),
+                        )))
+                    }
+                    Err(e) => {
+                        error!(
+                            "region {:?} (inode {}, {kind}) is lost: its memory is not in the state directory ({e})",
+                            rec.name, rec.ino
+                        );
+                        found.lost += 1;
+                        let _ = self.journal.put(Record::Gone(rec.ino));
+                        continue;
+                    }
+                },
+            };
+            nodes.push((rec.clone(), kind));
+        }
+        let mut ns = self.ns.write();
+        for moved in ns.adopt(nodes, snap.next_ino) {
+            warn!("{moved}");
+        }
+        if !snap.nodes.is_empty() {
+            info!(
+                "adopted {} regions and {} directories from the previous server{}",
+                found.regions.len(),
+                found.dirs,
+                match found.lost {
+                    0 => String::new(),
+                    n => format!("; {n} lost"),
+                }
+            );
+        }
+        found
+    }
+}
