@@ -92,6 +92,7 @@ pub struct Server {
     child: Option<Child>,
     log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, std::ffi::OsString)>,
     nofile: Option<u64>,
     drop_cap_sys_admin: bool,
     _serial: MutexGuard<'static, ()>,
@@ -106,6 +107,17 @@ impl Server {
     /// Mounts with these extra arguments before the mount point.
     pub fn with_args(args: &[&str]) -> Server {
         Self::start(args, None, None)
+    }
+
+    /// Mounts with `-o opts`, the server started with these environment
+    /// variables too.
+    pub fn mount_with_env(opts: &str, env: &[(&str, &std::ffi::OsStr)]) -> Server {
+        let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_os_string()))
+            .collect();
+        Self::start_with(&args, None, None, env)
     }
 
     /// Mounts with `-o opts`, the server started with soft and hard
@@ -139,6 +151,15 @@ impl Server {
         premount: Option<(String, String, OwnedFd)>,
         nofile: Option<u64>,
     ) -> Server {
+        Self::start_with(args, premount, nofile, Vec::new())
+    }
+
+    fn start_with(
+        args: &[&str],
+        premount: Option<(String, String, OwnedFd)>,
+        nofile: Option<u64>,
+        env: Vec<(String, std::ffi::OsString)>,
+    ) -> Server {
         let serial = serial();
         let tmp = tempfile::Builder::new()
             .prefix("msharefs-test")
@@ -147,14 +168,21 @@ impl Server {
         let dir = tmp.path().join("mnt");
         fs::create_dir(&dir).unwrap();
         let log = tmp.path().join("server.log");
-        let state = tmp.path().join("state");
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        // A state directory the test names, else one in the test's own
+        // directory; the guard frees it whatever happens.
+        let named = args
+            .iter()
+            .flat_map(|a| a.split(','))
+            .find_map(|o| o.strip_prefix("state_dir="))
+            .map(PathBuf::from);
+        let state = named.clone().unwrap_or(tmp.path().join("state"));
         let mut keep_fd = None;
         let target = match premount {
             None => {
-                // Kept regions go to the test's own directory, so that the
-                // guard frees them whatever happens.
-                args.extend(["-o".into(), format!("state_dir={}", state.display())]);
+                if named.is_none() {
+                    args.extend(["-o".into(), format!("state_dir={}", state.display())]);
+                }
                 dir.to_string_lossy().into_owned()
             }
             Some((target, data, fuse)) => {
@@ -178,6 +206,7 @@ impl Server {
             child: None,
             log,
             args,
+            env,
             nofile,
             drop_cap_sys_admin: keep_fd.is_some(),
             _serial: serial,
@@ -243,6 +272,7 @@ impl Server {
             .open(&self.log)
             .unwrap();
         let child = cmd
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -283,6 +313,12 @@ impl Server {
             std::thread::sleep(Duration::from_millis(2));
         }
         started.elapsed()
+    }
+
+    /// Adds `-o opts` to the arguments of the next [`Self::restart`].
+    pub fn set_extra_options(&mut self, opts: &str) {
+        let target = self.args.pop().expect("the mount point");
+        self.args.extend(["-o".into(), opts.to_string(), target]);
     }
 
     /// The state directory the server keeps regions in.
@@ -463,19 +499,19 @@ pub fn proc_field(path: &str, key: &str) -> u64 {
 }
 
 /// Grows the hugetlb pool by `pages` 2 MiB pages while alive, whatever its
-/// size was; restores the old size on drop. It borrows a [`Server`], whose
-/// serial lock keeps other tests from changing the pool meanwhile.
-pub struct HugePool<'m> {
+/// size was; restores the old size on drop. It is made from a [`Server`],
+/// whose serial lock keeps other tests from changing the pool meanwhile:
+/// declared after the server, it is dropped before it.
+pub struct HugePool {
     old: u64,
-    _mount: std::marker::PhantomData<&'m Server>,
 }
 
 const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 
-impl<'m> HugePool<'m> {
+impl HugePool {
     /// Adds `pages` free pages to the pool; panics if the kernel gives
     /// fewer.
-    pub fn reserve(_serialised_by: &'m Server, pages: u64) -> HugePool<'m> {
+    pub fn reserve(_serialised_by: &Server, pages: u64) -> HugePool {
         let read = || -> u64 {
             let text = fs::read_to_string(NR_HUGEPAGES).unwrap();
             text.trim().parse().unwrap()
@@ -494,14 +530,11 @@ impl<'m> HugePool<'m> {
             got >= want,
             "asked for {pages} more huge pages ({want} in all), the kernel gave {got}"
         );
-        HugePool {
-            old,
-            _mount: std::marker::PhantomData,
-        }
+        HugePool { old }
     }
 }
 
-impl Drop for HugePool<'_> {
+impl Drop for HugePool {
     fn drop(&mut self) {
         let _ = fs::write(NR_HUGEPAGES, self.old.to_string());
     }

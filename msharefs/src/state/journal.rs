@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 
-use log::{error, info};
+use log::{debug, error, info};
 use nix::errno::Errno;
 use nix::fcntl::{renameat, OFlag};
 use nix::sys::stat::Mode;
@@ -118,8 +118,11 @@ impl Journal {
             None => j.rewrite(),
         };
         if let Err(e) = res {
-            j.broken = true;
-            error!("cannot write the state file ({e}): the change is kept in memory and written with the next one; until then a restart of the server would lose it");
+            if !std::mem::replace(&mut j.broken, true) {
+                error!("cannot write the state file ({e}): changes are kept in memory and written once it can be; until then a restart of the server would lose them");
+            } else {
+                debug!("the state file still cannot be written: {e}");
+            }
         }
         res
     }

@@ -11,5 +11,6 @@ mod mounting;
 mod msharectl;
 mod namespace;
 mod programs;
+mod restart;
 mod scale;
 mod security;
