@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it (.ci/run calls this script).
 #
 # Installs what the tests need (Debian's fuse3 for mount.fuse3, a C compiler
-# and pkg-config for the C examples), then checks formatting, lints and docs
+# and pkg-config for the C examples, systemd for systemd-analyze, man-db, and
+# util-linux's unshare and setpriv), then checks formatting, lints and docs
 # and runs every test. The tests mount FUSE file systems, switch uids and
 # size the hugetlb pool, so this runs as root.
 set -euo pipefail
@@ -17,6 +18,9 @@ need=()
 [ -x /sbin/mount.fuse3 ] || [ -x /usr/sbin/mount.fuse3 ] || need+=(fuse3)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v man >/dev/null || need+=(man-db)
+command -v setpriv >/dev/null && command -v unshare >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
     echo "tools/test.sh: installing ${need[*]}"
     apt-get update -qq

@@ -81,8 +81,21 @@ struct Cli {
     options: Vec<String>,
     /// SOURCE (optional) and MOUNTPOINT: the source name (any word; shown in /proc/mounts)
     /// and the directory to mount on.
-    #[arg(value_name = "[SOURCE] MOUNTPOINT", required = true, num_args = 1..=2)]
+    #[arg(
+        value_name = "[SOURCE] MOUNTPOINT",
+        required_unless_present = "generate_man",
+        num_args = 1..=2
+    )]
     paths: Vec<OsString>,
+    /// Write the msharefs(8) man page into DIR and exit (tools/install.sh
+    /// installs it).
+    #[arg(
+        long = "generate-man",
+        value_name = "DIR",
+        hide = true,
+        exclusive = true
+    )]
+    generate_man: Option<PathBuf>,
 }
 
 /// Where to serve: a directory to mount on, or a `/dev/fuse` descriptor
@@ -288,6 +301,17 @@ fn is_mount_point(dir: &Path) -> bool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.generate_man {
+        use clap::CommandFactory;
+        let man = clap_mangen::Man::new(Cli::command()).section("8");
+        return match man.generate_to(dir) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("msharefs: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let euid = nix::unistd::geteuid();
     let mut opts = Options::defaults(euid.is_root());
     for list in &cli.options {

@@ -93,6 +93,7 @@ pub struct Server {
     log: PathBuf,
     args: Vec<String>,
     env: Vec<(String, std::ffi::OsString)>,
+    wrapper: Vec<String>,
     nofile: Option<u64>,
     drop_cap_sys_admin: bool,
     _serial: MutexGuard<'static, ()>,
@@ -160,6 +161,25 @@ impl Server {
         nofile: Option<u64>,
         env: Vec<(String, std::ffi::OsString)>,
     ) -> Server {
+        Self::start_full(args, premount, nofile, env, Vec::new())
+    }
+
+    /// Mounts with `-o opts`, the server run by `wrapper` (a command and
+    /// its arguments, e.g. `setpriv ...`), which execs the server binary
+    /// given as its last argument.
+    pub fn wrapped(opts: &str, wrapper: &[&str]) -> Server {
+        let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
+        let wrapper = wrapper.iter().map(|w| w.to_string()).collect();
+        Self::start_full(&args, None, None, Vec::new(), wrapper)
+    }
+
+    fn start_full(
+        args: &[&str],
+        premount: Option<(String, String, OwnedFd)>,
+        nofile: Option<u64>,
+        env: Vec<(String, std::ffi::OsString)>,
+        wrapper: Vec<String>,
+    ) -> Server {
         let serial = serial();
         let tmp = tempfile::Builder::new()
             .prefix("msharefs-test")
@@ -207,6 +227,7 @@ impl Server {
             log,
             args,
             env,
+            wrapper,
             nofile,
             drop_cap_sys_admin: keep_fd.is_some(),
             _serial: serial,
@@ -235,7 +256,14 @@ impl Server {
     /// to the guard's.
     fn spawn(&mut self) {
         use std::os::unix::process::CommandExt;
-        let mut cmd = Command::new(msharefs_bin());
+        let mut cmd = match self.wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(msharefs_bin());
+                c
+            }
+            None => Command::new(msharefs_bin()),
+        };
         cmd.arg("-f").args(&self.args);
         if self.drop_cap_sys_admin {
             // SAFETY: prctl is async-signal-safe; it only drops a

@@ -28,6 +28,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Write the msharectl(1) man pages into DIR (tools/install.sh
+    /// installs them).
+    #[command(hide = true)]
+    GenerateMan {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// Print the mount and its alignment.
     Info,
     /// List regions: name, start, size, backing, allocated memory.
@@ -144,8 +151,13 @@ fn regions(dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
 }
 
 fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
+    if let Command::GenerateMan { dir } = &cli.command {
+        use clap::CommandFactory;
+        return Ok(clap_mangen::generate_to(Cli::command(), dir)?);
+    }
     let mount = Mount::find(cli.dir.as_deref())?;
     match cli.command {
+        Command::GenerateMan { .. } => unreachable!("handled above"),
         Command::Info => {
             writeln!(out, "mount\t{}", mount.dir().display())?;
             writeln!(out, "alignment\t{}", mount.alignment())?;

@@ -14,3 +14,4 @@ mod programs;
 mod restart;
 mod scale;
 mod security;
+mod service;
