@@ -548,3 +548,28 @@ fn the_server_tells_systemd_when_it_is_ready() {
     let n = sock.recv(&mut buf).expect("a notification on stop");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
 }
+
+#[test]
+fn the_kept_memory_is_reachable_by_no_other_user() {
+    let m = Server::mount("align=2M");
+    std::fs::set_permissions(&m.dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let opts = CreateOptions {
+        mode: 0o666,
+        ..Default::default()
+    };
+    Mount::at(&m.dir)
+        .unwrap()
+        .create("open-to-all", 0, MIB2, &opts)
+        .unwrap();
+    let kept: Vec<_> = std::fs::read_dir(m.state_dir().join("thp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "the region's memory is kept by path");
+    let state = m.state_dir().join("state");
+    let code = crate::common::as_user(1000, || {
+        let denied = |p: &Path| open(p, libc::O_RDONLY).err() == Some(nix::errno::Errno::EACCES);
+        crate::common::failures(&[denied(&kept[0]), denied(&state)])
+    });
+    assert_eq!(code, 0, "failed checks (bits): {code:#b}");
+}
