@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds msharefs, mounts it on /run/mshare (unless something is mounted
-# there already) and runs the kernel cover letter's donor and consumer
+# Builds msharefs, mounts it on /run/mshare (unless a live msharefs serves
+# there already; a dead one, left by a killed server, is replaced by a new
+# server, which adopts its regions) and runs the kernel cover letter's donor and consumer
 # programs, compiled as C against include/mshare.h, in two processes.
-# The mount stays; `umount /run/mshare` removes it.
+# The mount stays; `umount /run/mshare` removes it and frees its regions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${MSHARE_DIR:-/run/mshare}
@@ -10,7 +11,8 @@ dir=${MSHARE_DIR:-/run/mshare}
 command -v cc >/dev/null || { apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null; }
 cargo build --release --workspace --quiet
 mkdir -p "$dir"
-if ! grep -q " $dir [^ ]* - fuse.msharefs " /proc/self/mountinfo; then
+if ! grep -q " $dir [^ ]* - fuse.msharefs " /proc/self/mountinfo \
+    || ! [ -r "$dir/mshare_info" ]; then
     target/release/msharefs msharefs "$dir"
 fi
 echo "== mounted:"; grep " $dir " /proc/self/mountinfo

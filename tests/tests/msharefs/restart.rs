@@ -269,22 +269,26 @@ fn shmem_kb() -> u64 {
     meminfo("Shmem")
 }
 
+/// Creates shmem region `name` of `size` bytes, writes `mark` at offset
+/// 12345 and touches every page, so that all of it is allocated.
+fn touched_shmem_region(mount: &Mount, name: &str, size: u64, mark: &[u8]) {
+    let opts = CreateOptions {
+        backing: Some(Backing::Shmem),
+        ..Default::default()
+    };
+    let map = mount.create(name, 0, size, &opts).unwrap().map().unwrap();
+    for off in (0..map.len()).step_by(4096) {
+        map.write(off + 8, b"x");
+    }
+    map.write(12345, mark);
+}
+
 #[test]
 fn sigterm_keeps_the_regions_and_umount_frees_them() {
     let mut m = Server::mount("align=2M");
     let mount = Mount::at(&m.dir).unwrap();
     let start_kb = shmem_kb();
-    let opts = CreateOptions {
-        backing: Some(Backing::Shmem),
-        ..Default::default()
-    };
-    let r = mount.create("sga", 0, 256 * MIB2, &opts).unwrap();
-    let map = r.map().unwrap();
-    map.write(12345, b"kept");
-    for off in (0..map.len()).step_by(4096) {
-        map.write(off + 8, b"x");
-    }
-    drop((map, r));
+    touched_shmem_region(&mount, "sga", 256 * MIB2, b"kept");
     let held_kb = shmem_kb();
     assert!(held_kb >= start_kb + 500_000, "512 MiB allocated");
 
@@ -326,19 +330,7 @@ fn after_kill9_the_memory_waits_for_the_next_server_or_fresh() {
     let mut m = Server::mount("align=2M");
     let mount = Mount::at(&m.dir).unwrap();
     let start_kb = shmem_kb();
-    let opts = CreateOptions {
-        backing: Some(Backing::Shmem),
-        ..Default::default()
-    };
-    let map = mount
-        .create("orphan", 0, 128 * MIB2, &opts)
-        .unwrap()
-        .map()
-        .unwrap();
-    for off in (0..map.len()).step_by(4096) {
-        map.write(off, b"y");
-    }
-    drop(map);
+    touched_shmem_region(&mount, "orphan", 128 * MIB2, b"orphan");
     let held_kb = shmem_kb();
     m.kill9();
     std::thread::sleep(Duration::from_millis(200));
