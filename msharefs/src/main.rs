@@ -152,23 +152,15 @@ fn absolute(p: &Path) -> std::io::Result<PathBuf> {
 /// Detaches the dead msharefs mount on `dir` that a killed server left.
 fn detach_dead(dir: &Path) -> Result<(), String> {
     let shown = dir.display();
-    let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
-    let ours = info.lines().rev().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        let point = left.split(' ').nth(4)?;
-        (Path::new(point) == dir).then(|| right.split(' ').next() == Some("fuse.msharefs"))
-    });
-    match ours {
-        Some(true) => {
-            nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
-                .map_err(|e| format!("cannot detach the dead mount on {shown}: {e}"))?;
-            info!("detached the dead msharefs mount on {shown} that a previous server left");
-            Ok(())
-        }
-        _ => Err(format!(
+    if !msharefs_on(dir) {
+        return Err(format!(
             "{shown}: not connected (a dead mount that is not msharefs's: unmount it first)"
-        )),
+        ));
     }
+    nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| format!("cannot detach the dead mount on {shown}: {e}"))?;
+    info!("detached the dead msharefs mount on {shown} that a previous server left");
+    Ok(())
 }
 
 /// Opens the state directory for a server on `target`: the one `state_dir=`
@@ -289,14 +281,16 @@ fn raise_nofile() -> u64 {
 /// Set when a stop signal makes the server unmount (and keep the regions).
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
-/// Whether an msharefs mount is still on `dir` (a dead one after an abort).
-fn is_mount_point(dir: &Path) -> bool {
+/// Whether the topmost mount on `dir` is an msharefs mount (live, or dead
+/// after its server was killed or its connection aborted).
+fn msharefs_on(dir: &Path) -> bool {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines().any(|l| {
-        l.split(' ').nth(4).map(Path::new) == Some(dir)
-            && l.split_once(" - ")
-                .is_some_and(|(_, r)| r.starts_with("fuse.msharefs "))
-    })
+    let fstype = info.lines().rev().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let point = left.split(' ').nth(4)?;
+        (Path::new(point) == dir).then(|| right.split(' ').next())?
+    });
+    fstype == Some("fuse.msharefs")
 }
 
 fn main() -> ExitCode {
@@ -490,7 +484,7 @@ fn main() -> ExitCode {
             // regions. A stop signal or a connection aborted while the mount
             // stays keeps them.
             let dir = absolute(&mountpoint).unwrap_or(mountpoint.clone());
-            let unmounted = !STOPPING.load(Ordering::SeqCst) && !is_mount_point(&dir);
+            let unmounted = !STOPPING.load(Ordering::SeqCst) && !msharefs_on(&dir);
             match state {
                 Some(s) if unmounted => s.discard(),
                 Some(s) => info!("the regions stay in {}", s.path().display()),

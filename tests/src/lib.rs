@@ -99,6 +99,20 @@ pub struct Server {
     _serial: MutexGuard<'static, ()>,
 }
 
+/// How a guard's server is started, beyond its arguments.
+#[derive(Default)]
+struct Launch {
+    /// A mount already made: `/dev/fd/N`, the mount data, the descriptor;
+    /// the server runs without CAP_SYS_ADMIN.
+    premount: Option<(String, String, OwnedFd)>,
+    /// Soft and hard `RLIMIT_NOFILE`.
+    nofile: Option<u64>,
+    /// Extra environment variables.
+    env: Vec<(String, std::ffi::OsString)>,
+    /// A command that execs the server (given as its last argument).
+    wrapper: Vec<String>,
+}
+
 impl Server {
     /// Mounts with `-o opts` (may be empty).
     pub fn mount(opts: &str) -> Server {
@@ -107,7 +121,7 @@ impl Server {
 
     /// Mounts with these extra arguments before the mount point.
     pub fn with_args(args: &[&str]) -> Server {
-        Self::start(args, None, None)
+        Self::start(args, Launch::default())
     }
 
     /// Mounts with `-o opts`, the server started with these environment
@@ -118,14 +132,26 @@ impl Server {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_os_string()))
             .collect();
-        Self::start_with(&args, None, None, env)
+        Self::start(
+            &args,
+            Launch {
+                env,
+                ..Default::default()
+            },
+        )
     }
 
     /// Mounts with `-o opts`, the server started with soft and hard
     /// `RLIMIT_NOFILE` both `nofile`.
     pub fn with_nofile(opts: &str, nofile: u64) -> Server {
         let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
-        Self::start(&args, None, Some(nofile))
+        Self::start(
+            &args,
+            Launch {
+                nofile: Some(nofile),
+                ..Default::default()
+            },
+        )
     }
 
     /// Mounts the way a privileged helper does (open /dev/fuse, mount(2)
@@ -144,24 +170,14 @@ impl Server {
         let mount_data =
             format!("fd={n},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions");
         let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
-        Self::start(&args, Some((target, mount_data, fuse)), None)
-    }
-
-    fn start(
-        args: &[&str],
-        premount: Option<(String, String, OwnedFd)>,
-        nofile: Option<u64>,
-    ) -> Server {
-        Self::start_with(args, premount, nofile, Vec::new())
-    }
-
-    fn start_with(
-        args: &[&str],
-        premount: Option<(String, String, OwnedFd)>,
-        nofile: Option<u64>,
-        env: Vec<(String, std::ffi::OsString)>,
-    ) -> Server {
-        Self::start_full(args, premount, nofile, env, Vec::new())
+        let premount = Some((target, mount_data, fuse));
+        Self::start(
+            &args,
+            Launch {
+                premount,
+                ..Default::default()
+            },
+        )
     }
 
     /// Mounts with `-o opts`, the server run by `wrapper` (a command and
@@ -170,16 +186,22 @@ impl Server {
     pub fn wrapped(opts: &str, wrapper: &[&str]) -> Server {
         let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
         let wrapper = wrapper.iter().map(|w| w.to_string()).collect();
-        Self::start_full(&args, None, None, Vec::new(), wrapper)
+        Self::start(
+            &args,
+            Launch {
+                wrapper,
+                ..Default::default()
+            },
+        )
     }
 
-    fn start_full(
-        args: &[&str],
-        premount: Option<(String, String, OwnedFd)>,
-        nofile: Option<u64>,
-        env: Vec<(String, std::ffi::OsString)>,
-        wrapper: Vec<String>,
-    ) -> Server {
+    fn start(args: &[&str], launch: Launch) -> Server {
+        let Launch {
+            premount,
+            nofile,
+            env,
+            wrapper,
+        } = launch;
         let serial = serial();
         let tmp = tempfile::Builder::new()
             .prefix("msharefs-test")
@@ -234,22 +256,28 @@ impl Server {
         };
         m.spawn();
         drop(keep_fd);
+        m.wait_for("mount", is_mounted);
+        m
+    }
+
+    /// Waits up to 10 s for `ready(mount point)`, failing with the log if
+    /// the server exits first.
+    fn wait_for(&mut self, what: &str, ready: impl Fn(&Path) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !is_mounted(&m.dir) {
-            if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
+        while !ready(&self.dir) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
-                    "msharefs exited with {status} before mounting:\n{}",
-                    m.log_text()
+                    "msharefs exited with {status} before the {what}:\n{}",
+                    self.log_text()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "mount did not appear:\n{}",
-                m.log_text()
+                "no {what} after 10 s:\n{}",
+                self.log_text()
             );
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(2));
         }
-        m
     }
 
     /// Starts `msharefs -f ARGS` as this guard's server, its log appended
@@ -325,21 +353,9 @@ impl Server {
         assert!(self.child.is_none(), "the server is still running");
         let started = Instant::now();
         self.spawn();
-        let deadline = started + Duration::from_secs(10);
-        while fs::metadata(self.dir.join("mshare_info")).is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!(
-                    "msharefs exited with {status} on restart:\n{}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the new server did not serve:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        self.wait_for("restarted mount", |dir| {
+            fs::metadata(dir.join("mshare_info")).is_ok()
+        });
         started.elapsed()
     }
 

@@ -9,10 +9,11 @@ use fuser::{FileAttr, INodeNo, RenameFlags, Request};
 use log::debug;
 use mshare_uapi::Backing;
 use nix::errno::Errno;
+use parking_lot::RwLockWriteGuard;
 
 use super::MshareFs;
 use crate::fail::{ensure, Fail};
-use crate::namespace::{Kind, Meta, Removal};
+use crate::namespace::{Kind, Meta, Namespace, Removal};
 use crate::region::Region;
 
 impl MshareFs {
@@ -63,8 +64,7 @@ impl MshareFs {
             self.free(&region, memory);
             return Err(f);
         }
-        drop(ns);
-        self.made(parent, name, ino, Removal::File)?;
+        self.made(ns, parent, name, ino, Removal::File)?;
         debug!(
             "created region {name:?} (inode {}, {kind}) for uid {}",
             ino.0,
@@ -99,31 +99,25 @@ impl MshareFs {
         mode: u32,
     ) -> Result<FileAttr, Fail> {
         let meta = Meta::new(mode as u16, req.uid(), req.gid());
-        let ino = self
-            .ns
-            .write()
-            .insert(parent, name, Kind::Dir(Default::default()), meta)?;
-        self.made(parent, name, ino, Removal::Dir)?;
+        let mut ns = self.ns.write();
+        let ino = ns.insert(parent, name, Kind::Dir(Default::default()), meta)?;
+        self.made(ns, parent, name, ino, Removal::Dir)?;
         self.entry_of(ino)
     }
 
-    /// Records a node just made as `name` in `parent`; where the state file
-    /// cannot hold it, takes it back and fails, so that no region exists
-    /// that a restart would lose.
+    /// Records a node just made as `name` in `parent`, under the lock that
+    /// made it; where the state file cannot hold it, takes it back and
+    /// fails, so that no region exists that a restart would lose.
     fn made(
         &self,
+        ns: RwLockWriteGuard<'_, Namespace>,
         parent: INodeNo,
         name: &OsStr,
         ino: INodeNo,
         removal: Removal,
     ) -> Result<(), Fail> {
-        let res = {
-            let ns = self.ns.write();
-            match ns.node(ino) {
-                Ok(n) if n.parent == parent && n.name == name => self.persist(&ns, &[ino, parent]),
-                _ => return Ok(()), // Renamed or removed meanwhile, and recorded so.
-            }
-        };
+        let res = self.persist(&ns, &[ino, parent]);
+        drop(ns);
         if let Err(f) = res {
             let _ = self.do_remove(parent, name, removal);
             return Err(f);
