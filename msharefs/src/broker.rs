@@ -225,22 +225,8 @@ impl Broker {
         Ok(token)
     }
 
-    /// Forgets the grants of handle `fh` held for the process of thread
-    /// `tid`: it closed a descriptor of that handle (FUSE `flush`, which
-    /// `close(2)` waits for, unlike the later `release`).
-    /// Every close of a region file gets here, so /proc is read only when
-    /// the handle has a grant at all.
-    pub fn revoke_for_closer(&self, fh: FileHandle, tid: u32) {
-        if !self.grants.lock().values().any(|g| g.fh == fh) {
-            return;
-        }
-        let tgid = tgid_of(tid).ok();
-        self.grants
-            .lock()
-            .retain(|_, g| !(g.fh == fh && Some(g.tgid) == tgid));
-    }
-
-    /// Forgets the grants of a released handle.
+    /// Forgets the grants of a released handle (the last close of its
+    /// open file description; region opens ask for no `flush`).
     pub fn revoke_handle(&self, fh: FileHandle) {
         self.grants.lock().retain(|_, g| g.fh != fh);
     }
@@ -350,7 +336,7 @@ impl Server {
             };
             for ev in &events[..n] {
                 match ev.data() {
-                    LISTENER => self.accept_all(),
+                    LISTENER => self.accept_all(broker),
                     fd => self.readable(broker, fd as RawFd),
                 }
             }
@@ -361,10 +347,16 @@ impl Server {
     /// Accepts pending connections, at most [`ACCEPT_BATCH`] at a time so
     /// that the connections already accepted are read in between (the
     /// listener stays readable while more wait).
-    fn accept_all(&mut self) {
+    /// A client sends its token right after connecting, so a new
+    /// connection is read at once: most answers need no second wake-up.
+    fn accept_all(&mut self, broker: &Broker) {
         for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
-                Ok((stream, _)) => self.admit(stream),
+                Ok((stream, _)) => {
+                    if let Some(fd) = self.admit(stream) {
+                        self.readable(broker, fd);
+                    }
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if matches!(errno_of(&e), Errno::EMFILE | Errno::ENFILE) => {
                     self.shed_one(&e);
@@ -393,13 +385,11 @@ impl Server {
         self.spare = File::open("/dev/null").ok();
     }
 
-    fn admit(&mut self, stream: UnixStream) {
-        let Ok(cred) = getsockopt(&stream, PeerCredentials) else {
-            return;
-        };
-        if stream.set_nonblocking(true).is_err() {
-            return;
-        }
+    /// Takes a new connection into the table (unless limits refuse it);
+    /// its descriptor.
+    fn admit(&mut self, stream: UnixStream) -> Option<RawFd> {
+        let cred = getsockopt(&stream, PeerCredentials).ok()?;
+        stream.set_nonblocking(true).ok()?;
         let uid = cred.uid();
         let of_uid = self.conns.values().filter(|c| c.uid == uid).count();
         if of_uid >= MAX_PER_UID
@@ -407,7 +397,7 @@ impl Server {
             && of_uid >= HARD_PER_UID
         {
             debug!("broker: uid {uid} holds {of_uid} connections; refused one");
-            return;
+            return None;
         }
         if self.conns.len() >= self.max_conns {
             let heaviest = self.heaviest_uid();
@@ -418,7 +408,7 @@ impl Server {
                     "broker: {} connections, none stale; refused one",
                     self.conns.len()
                 );
-                return;
+                return None;
             }
         }
         let fd = stream.as_raw_fd();
@@ -427,7 +417,7 @@ impl Server {
             .add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, fd as u64))
             .is_err()
         {
-            return;
+            return None;
         }
         self.conns.insert(
             fd,
@@ -440,6 +430,7 @@ impl Server {
                 since: Instant::now(),
             },
         );
+        Some(fd)
     }
 
     fn heaviest_uid(&self) -> Option<u32> {

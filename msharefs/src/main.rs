@@ -419,6 +419,7 @@ fn main() -> ExitCode {
         dir
     });
     let broker = fs.broker();
+    let notifier = fs.notifier_slot();
     let session = match target {
         Target::Dir(dir) => Session::new(fs, dir, &config),
         Target::Fd(fd) => Session::from_fd(fs, fd, config.acl, config.clone()),
@@ -432,6 +433,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let _ = notifier.set(session.notifier());
     info!(
         "mounted on {} (align={}, backing={}, max_regions={}, max_regions_per_user={})",
         mountpoint.display(),

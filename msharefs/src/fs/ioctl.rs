@@ -65,6 +65,7 @@ impl MshareFs {
                 let info: MshareInfo = decode(input)?;
                 ensure(info.start != 0, Errno::EINVAL, "start is zero")?;
                 let set = region.set_size(info)?;
+                self.attrs_changed(ino);
                 debug!(
                     "{}: size set to {:#x}+{:#x}",
                     self.region_name(ino),
@@ -76,11 +77,13 @@ impl MshareFs {
             MSHAREFS_CREATE_MAPPING => {
                 need_write()?;
                 region.create_object(&decode::<MshareCreate>(input)?)?;
+                self.attrs_changed(ino);
                 Ok(Vec::new())
             }
             MSHAREFS_UNMAP => {
                 need_write()?;
                 region.unmap(&decode::<MshareUnmap>(input)?)?;
+                self.attrs_changed(ino);
                 Ok(Vec::new())
             }
             MSHAREFS_GET_TOKEN => {
@@ -103,10 +106,14 @@ impl MshareFs {
                     self.region_name(ino),
                     req.pid()
                 );
+                // An unsized region's token says 0 + 0, as its size is.
+                let info = region.info().unwrap_or_default();
                 let reply = MshareToken {
                     token,
                     server_pid: std::process::id(),
                     flags,
+                    start: info.start,
+                    size: info.size,
                 };
                 Ok(reply.as_bytes().to_vec())
             }

@@ -16,15 +16,16 @@ mod xattr;
 use std::ffi::OsStr;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use fuser::{
     FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow,
 };
-use log::{info, warn};
+use log::{debug, info, warn};
 use mshare_uapi::{BACKING_XATTR, PAGE_SIZE};
 use nix::errno::Errno;
 use parking_lot::RwLock;
@@ -64,6 +65,9 @@ pub struct MshareFs {
     info_text: String,
     /// Hands backing descriptors to holders of open region files.
     broker: Arc<Broker>,
+    /// Tells the kernel about changes it did not make (set once the
+    /// session exists).
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl MshareFs {
@@ -96,6 +100,23 @@ impl MshareFs {
             passthrough: AtomicBool::new(opts.passthrough == Passthrough::Auto),
             opts,
             broker: Broker::start(broker_conns),
+            notifier: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Where main puts the session's notifier.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// Drops the kernel's cached attributes of `ino` after a change the
+    /// kernel did not make (an ioctl that sized the region or made or freed
+    /// its memory), so that the next `stat` asks.
+    fn attrs_changed(&self, ino: INodeNo) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(ino, -1, 0) {
+                debug!("invalidating the attributes of inode {}: {e}", ino.0);
+            }
         }
     }
 
@@ -111,11 +132,15 @@ impl MshareFs {
     }
 }
 
+/// Region opens ask for no `flush` at `close(2)`: a close then costs no
+/// round trip. Tokens are revoked at `release` instead.
+const REGION_OPEN: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
+
 /// Replies to an open of a region file as [`OpenMode`] says.
 fn opened(reply: ReplyOpen, (fh, mode): (FileHandle, OpenMode)) {
     match mode {
-        OpenMode::Passthrough(id) => reply.opened_passthrough(fh, FopenFlags::empty(), &id),
-        OpenMode::Direct => reply.opened(fh, FopenFlags::FOPEN_DIRECT_IO),
+        OpenMode::Passthrough(id) => reply.opened_passthrough(fh, REGION_OPEN, &id),
+        OpenMode::Direct => reply.opened(fh, REGION_OPEN | FopenFlags::FOPEN_DIRECT_IO),
     }
 }
 
@@ -279,20 +304,15 @@ impl Filesystem for MshareFs {
             format_args!("{name:?}"),
             res,
             |r, (attr, fh, mode)| match mode {
-                OpenMode::Passthrough(id) => r.created_passthrough(
-                    &ATTR_TTL,
-                    &attr,
-                    Generation(0),
-                    fh,
-                    FopenFlags::empty(),
-                    &id,
-                ),
+                OpenMode::Passthrough(id) => {
+                    r.created_passthrough(&ATTR_TTL, &attr, Generation(0), fh, REGION_OPEN, &id)
+                }
                 OpenMode::Direct => r.created(
                     &ATTR_TTL,
                     &attr,
                     Generation(0),
                     fh,
-                    FopenFlags::FOPEN_DIRECT_IO,
+                    REGION_OPEN | FopenFlags::FOPEN_DIRECT_IO,
                 ),
             },
         );
@@ -327,18 +347,6 @@ impl Filesystem for MshareFs {
     ) {
         let res = self.do_write(ino, fh, offset, data);
         answer(reply, "write", self.name_of(ino), res, |r, n| r.written(n));
-    }
-
-    fn flush(
-        &self,
-        req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _lock_owner: fuser::LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        self.broker.revoke_for_closer(fh, req.pid());
-        reply.ok();
     }
 
     fn fsync(

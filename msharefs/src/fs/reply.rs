@@ -14,8 +14,13 @@ use crate::fail::Fail;
 
 /// How long the kernel may cache a name.
 pub const ENTRY_TTL: Duration = Duration::from_secs(1);
-/// Attributes are never cached: a region's size changes by ioctl.
-pub const ATTR_TTL: Duration = Duration::ZERO;
+/// How long the kernel may cache attributes, so that an `open` needs no
+/// `getattr` for its permission check. Changes the kernel does not see
+/// (a size set by ioctl, objects made or freed) invalidate the cache at
+/// once ([`super::MshareFs::attrs_changed`]); only `st_blocks` of memory
+/// faulted in through mappings may lag by up to this long
+/// (`AT_STATX_FORCE_SYNC` reads it fresh).
+pub const ATTR_TTL: Duration = Duration::from_secs(1);
 
 /// The error half of every fuser reply type.
 pub trait ErrorReply {

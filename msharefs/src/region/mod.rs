@@ -95,7 +95,8 @@ struct State {
     objects: Vec<Object>,
     /// Open file handles.
     opens: u64,
-    /// Passthrough registration, held while any handle is open.
+    /// Passthrough registration, made at the first open and held while
+    /// the memory is.
     backing_id: Option<Arc<BackingId>>,
 }
 
@@ -335,14 +336,12 @@ impl Region {
         Ok(mode)
     }
 
-    /// Counts a release; at the last one the passthrough registration is
-    /// dropped. Returns the open handles left.
+    /// Counts a release. Returns the open handles left. The passthrough
+    /// registration stays until the memory goes ([`Self::take_memory`]), so
+    /// that the next open costs no `/dev/fuse` ioctl.
     pub fn release(&self) -> u64 {
         let mut st = self.state.lock();
         st.opens = st.opens.saturating_sub(1);
-        if st.opens == 0 {
-            st.backing_id = None;
-        }
         st.opens
     }
 
