@@ -55,6 +55,8 @@ struct mshare_token {
 	__u64 token[2];
 	__u32 server_pid;
 	__u32 flags;		/* MSHARE_TOKEN_* */
+	__u64 start;		/* as MSHAREFS_GET_SIZE says */
+	__u64 size;
 };
 
 #define MSHARE_TOKEN_WRITABLE	1

@@ -66,7 +66,10 @@ unsafe fn text<'a>(p: *const c_char, what: &str) -> Result<Option<&'a str>, ()> 
 
 /// # Safety
 /// See [`text`].
-unsafe fn mount_and_name<'a>(dir: *const c_char, name: *const c_char) -> Option<(Mount, &'a str)> {
+unsafe fn dir_and_name<'a>(
+    dir: *const c_char,
+    name: *const c_char,
+) -> Option<(Option<&'a str>, &'a str)> {
     // SAFETY: forwarded caller promises.
     let dir = unsafe { text(dir, "dir") }.ok()?;
     // SAFETY: forwarded caller promises.
@@ -74,6 +77,14 @@ unsafe fn mount_and_name<'a>(dir: *const c_char, name: *const c_char) -> Option<
         fail_with(Errno::EINVAL, "name is NULL");
         return None;
     };
+    Some((dir, name))
+}
+
+/// # Safety
+/// See [`text`].
+unsafe fn mount_and_name<'a>(dir: *const c_char, name: *const c_char) -> Option<(Mount, &'a str)> {
+    // SAFETY: forwarded caller promises.
+    let (dir, name) = unsafe { dir_and_name(dir, name) }?;
     match Mount::find(dir.map(Path::new)) {
         Ok(m) => Some((m, name)),
         Err(e) => {
@@ -174,10 +185,10 @@ pub unsafe extern "C" fn mshare_open(
     read_only: c_int,
 ) -> *mut MshareRegion {
     // SAFETY: forwarded caller promises.
-    let Some((mount, name)) = (unsafe { mount_and_name(dir, name) }) else {
+    let Some((dir, name)) = (unsafe { dir_and_name(dir, name) }) else {
         return std::ptr::null_mut();
     };
-    boxed(mount.open(name, read_only != 0))
+    boxed(Mount::open_in(dir.map(Path::new), name, read_only != 0))
 }
 
 /// `int mshare_get_info(const struct mshare_region *, struct mshare_info *)`.

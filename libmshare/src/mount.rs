@@ -53,6 +53,22 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The directory [`Mount::find`] tries, and what it tried before it.
+fn candidate(dir: Option<&Path>) -> (PathBuf, Vec<String>) {
+    if let Some(d) = dir {
+        (d.to_path_buf(), Vec::new())
+    } else if let Some(d) = std::env::var_os(MSHARE_DIR_ENV).filter(|d| !d.is_empty()) {
+        (PathBuf::from(d), Vec::new())
+    } else if let Some(d) = from_mountinfo() {
+        (d, Vec::new())
+    } else {
+        (
+            PathBuf::from(DEFAULT_DIR),
+            vec!["$MSHARE_DIR, /proc/self/mountinfo".to_string()],
+        )
+    }
+}
+
 impl Mount {
     /// Finds the mount: `dir` if given, else `$MSHARE_DIR`, else the first
     /// `fuse.msharefs` mount in /proc/self/mountinfo, else `/run/mshare`.
@@ -63,17 +79,7 @@ impl Mount {
     /// # Ok::<(), libmshare::Error>(())
     /// ```
     pub fn find(dir: Option<&Path>) -> Result<Mount> {
-        let mut tried = Vec::new();
-        let candidate = if let Some(d) = dir {
-            d.to_path_buf()
-        } else if let Some(d) = std::env::var_os(MSHARE_DIR_ENV).filter(|d| !d.is_empty()) {
-            PathBuf::from(d)
-        } else if let Some(d) = from_mountinfo() {
-            d
-        } else {
-            tried.push("$MSHARE_DIR, /proc/self/mountinfo".to_string());
-            PathBuf::from(DEFAULT_DIR)
-        };
+        let (candidate, mut tried) = candidate(dir);
         Self::at(&candidate).map_err(|e| match e {
             Error::Path {
                 errno: Errno::ENOENT,
@@ -86,6 +92,34 @@ impl Mount {
             }
             other => other,
         })
+    }
+
+    /// Opens region `name` of the mount [`Mount::find`] would find, without
+    /// reading `mshare_info` first: the attach of a region costs the open
+    /// of one file, not two. A missing mount is still told apart from a
+    /// missing region.
+    ///
+    /// ```no_run
+    /// let region = libmshare::Mount::open_in(None, "sga", true)?;
+    /// let map = region.map()?;
+    /// # Ok::<(), libmshare::Error>(())
+    /// ```
+    pub fn open_in(dir: Option<&Path>, name: &str, read_only: bool) -> Result<Region> {
+        let (candidate, _) = candidate(dir);
+        let mount = Mount {
+            dir: candidate,
+            align: 0,
+        };
+        match mount.open(name, read_only) {
+            // No such region, or no mount there at all: find says which.
+            Err(
+                e @ Error::Path {
+                    errno: Errno::ENOENT,
+                    ..
+                },
+            ) => Err(Self::find(dir).err().unwrap_or(e)),
+            other => other,
+        }
     }
 
     /// The mount at `dir` (which must hold `mshare_info`).

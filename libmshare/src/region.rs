@@ -184,12 +184,16 @@ impl Region {
     /// # Ok::<(), libmshare::Error>(())
     /// ```
     pub fn map(&self) -> Result<Mapping> {
-        let info = self.info()?;
-        let fd = self.backing_fd()?;
-        Mapping::fixed(&fd, info.start, info.size, self.writable).map_err(|e| match e {
+        // The token carries start and size: one ioctl, not two.
+        let token = ioctl::get_token(&self.file).map_err(|e| self.err("MSHAREFS_GET_TOKEN", e))?;
+        if token.size == 0 {
+            return Err(self.err("MSHAREFS_GET_SIZE", Errno::EINVAL));
+        }
+        let fd = self.redeem(&token)?;
+        Mapping::fixed(&fd, token.start, token.size, self.writable).map_err(|e| match e {
             Errno::EEXIST => Error::AddressInUse {
                 region: self.name.clone(),
-                start: info.start,
+                start: token.start,
             },
             e => self.err("mmap", e),
         })

@@ -35,5 +35,5 @@ const _: () = {
     assert!(MSHAREFS_SET_SIZE == 0x4010_7801);
     assert!(MSHAREFS_CREATE_MAPPING == 0x4028_7802);
     assert!(MSHAREFS_UNMAP == 0x4010_7803);
-    assert!(MSHAREFS_GET_TOKEN == 0x8018_7820);
+    assert!(MSHAREFS_GET_TOKEN == 0x8028_7820);
 };

@@ -40,12 +40,19 @@ pub struct MshareToken {
     pub server_pid: u32,
     /// [`TOKEN_WRITABLE`], [`TOKEN_HUGETLB`].
     pub flags: u32,
+    /// The region's start, as `MSHAREFS_GET_SIZE` says (so that mapping
+    /// needs no second ioctl).
+    pub start: u64,
+    /// The region's size, as `MSHAREFS_GET_SIZE` says.
+    pub size: u64,
 }
 
 const _: () = {
-    assert!(size_of::<MshareToken>() == 24);
+    assert!(size_of::<MshareToken>() == 40);
     assert!(offset_of!(MshareToken, server_pid) == 16);
     assert!(offset_of!(MshareToken, flags) == 20);
+    assert!(offset_of!(MshareToken, start) == 24);
+    assert!(offset_of!(MshareToken, size) == 32);
 };
 
 /// Token flag (`MSHARE_TOKEN_WRITABLE`): the descriptor it buys is writable
@@ -86,6 +93,8 @@ mod tests {
             token: t,
             server_pid: 3,
             flags: TOKEN_WRITABLE,
+            start: 1 << 30,
+            size: 2 << 30,
         };
         assert_eq!(MshareToken::read_from_bytes(m.as_bytes()), Ok(m));
     }

@@ -83,7 +83,7 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
         items,
         "mshare_token",
         MshareToken,
-        [token, server_pid, flags]
+        [token, server_pid, flags, start, size]
     );
     layout!(
         items,
