@@ -4,7 +4,9 @@
 //! Exit status: 0 success, 1 an operation failed (the message names it and
 //! the errno), 2 bad usage. A closed stdout (`msharectl list | head`) is not
 //! an error.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+
+mod bench;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -65,6 +67,10 @@ enum Command {
         /// Region name.
         name: String,
     },
+    /// Compare attach time, page tables and the control plane with POSIX
+    /// shm, SysV hugetlb and a hugetlb memfd, side by side (root: starts a
+    /// private msharefs and sizes the hugetlb pool, then puts both back).
+    Bench(bench::BenchArgs),
     /// Remove regions (their memory goes with the last mapping).
     #[command(alias = "rm")]
     Remove {
@@ -86,6 +92,9 @@ enum Error {
     /// The arguments do not fit the mount.
     #[error("{0}")]
     Usage(String),
+    /// The benchmark could not run or finish.
+    #[error("bench: {0}")]
+    Bench(#[from] bench::BenchError),
 }
 
 impl Error {
@@ -118,12 +127,18 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("'{s}' is not an octal mode"))
 }
 
+/// Memory allocated to the region at `path`, asked of the server now
+/// (the kernel may cache `st_blocks` for a second).
+fn allocated_bytes(path: &Path) -> io::Result<u64> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let st = statx(CWD, path, AtFlags::STATX_FORCE_SYNC, StatxFlags::BLOCKS)?;
+    Ok(st.stx_blocks * 512)
+}
+
 /// One line of `list` / `show`.
 fn describe(mount: &Mount, name: &str) -> String {
     let path = mount.dir().join(name);
-    let allocated = std::fs::metadata(&path)
-        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
-        .map_or("-".to_string(), |b| b.to_string());
+    let allocated = allocated_bytes(&path).map_or("-".to_string(), |b| b.to_string());
     match mount.open(name, true) {
         Ok(region) => {
             let backing = region.backing().map_or("?", Backing::as_str);
@@ -155,9 +170,19 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
         use clap::CommandFactory;
         return Ok(clap_mangen::generate_to(Cli::command(), dir)?);
     }
+    if let Command::Bench(args) = &cli.command {
+        let report = bench::run(args)?;
+        if args.json {
+            serde_json::to_writer_pretty(&mut *out, &report).map_err(io::Error::from)?;
+            writeln!(out)?;
+        } else {
+            write!(out, "{}", report.table())?;
+        }
+        return Ok(());
+    }
     let mount = Mount::find(cli.dir.as_deref())?;
     match cli.command {
-        Command::GenerateMan { .. } => unreachable!("handled above"),
+        Command::GenerateMan { .. } | Command::Bench(_) => unreachable!("handled above"),
         Command::Info => {
             writeln!(out, "mount\t{}", mount.dir().display())?;
             writeln!(out, "alignment\t{}", mount.alignment())?;
