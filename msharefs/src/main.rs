@@ -118,10 +118,15 @@ impl Target {
             return sys::fuse_device(fd).map(Target::Fd);
         }
         let path = absolute(mountpoint).map_err(|e| format!("{shown}: {e}"))?;
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_dir() => Ok(Target::Dir(path)),
+        // Asked of the file system now: a dead FUSE mount answers from
+        // the attributes the kernel caches until it is asked (ENOTCONN).
+        use rustix::fs::{statx, AtFlags, FileType, StatxFlags, CWD};
+        match statx(CWD, &path, AtFlags::STATX_FORCE_SYNC, StatxFlags::TYPE) {
+            Ok(st) if FileType::from_raw_mode(st.stx_mode.into()) == FileType::Directory => {
+                Ok(Target::Dir(path))
+            }
             Ok(_) => Err(format!("{shown}: not a directory")),
-            Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(Target::Dead(path)),
+            Err(rustix::io::Errno::NOTCONN) => Ok(Target::Dead(path)),
             Err(e) => Err(format!("{shown}: {e}")),
         }
     }

@@ -353,8 +353,10 @@ impl Server {
         assert!(self.child.is_none(), "the server is still running");
         let started = Instant::now();
         self.spawn();
+        // A read, not a stat: the old, dead mount answers stat from the
+        // kernel's attribute cache.
         self.wait_for("restarted mount", |dir| {
-            fs::metadata(dir.join("mshare_info")).is_ok()
+            fs::read_to_string(dir.join("mshare_info")).is_ok()
         });
         started.elapsed()
     }

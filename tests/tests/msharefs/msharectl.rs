@@ -143,3 +143,107 @@ fn a_closed_pipe_is_not_an_error() {
     );
     assert!(out.stderr.is_empty());
 }
+
+/// `msharectl bench` with small figures and no hugetlb contender (the pool
+/// is left alone): every requested contender and phase is in the JSON, the
+/// figures have the shape the kernel gives (4 KiB pages cost far more page
+/// tables than thp), the plot is drawn, and nothing is left behind.
+#[test]
+fn bench_reports_every_contender_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("bench.svg");
+    let out = Command::new(bin_dir().join("msharectl"))
+        .args([
+            "bench",
+            "--json",
+            "--runs",
+            "2",
+            "--rounds",
+            "50",
+            "--procs",
+            "20",
+            "--size",
+            "256M",
+            "--contenders",
+            "posix-shm,file,libmshare-thp",
+            "--phases",
+            "attach,procs,control",
+            "--creates",
+            "100",
+            "--regions",
+            "50,150",
+            "--plot",
+        ])
+        .arg(&svg)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("private msharefs"),
+        "says what it starts: {err}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names = |rows: &serde_json::Value| -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["contender"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&r["attach"]), ["posix-shm", "file", "libmshare-thp"]);
+    for row in r["attach"].as_array().unwrap() {
+        let p50 = row["p50_us"]["median"].as_f64().unwrap();
+        let p99 = row["p99_us"]["median"].as_f64().unwrap();
+        assert!(p50 > 0.0 && p99 >= p50, "{row}");
+    }
+    assert_eq!(r["attach"][0]["p50_vs_posix_shm"]["median"], 1.0);
+    let procs = r["procs"].as_array().unwrap();
+    assert_eq!(procs.len(), 6, "10 and 20 processes, three contenders");
+    let tables = |name: &str, n: u64| {
+        procs
+            .iter()
+            .find(|x| x["contender"] == name && x["procs"] == n)
+            .unwrap()["page_tables_kib"]["median"]
+            .as_f64()
+            .unwrap()
+    };
+    // 256 MiB of 4 KiB pages: 128 page-table pages (512 KiB) per process;
+    // thp: one PMD table (4 KiB).
+    assert!(
+        tables("posix-shm", 20) > 400.0,
+        "{}",
+        tables("posix-shm", 20)
+    );
+    assert!(tables("file", 20) < 64.0, "{}", tables("file", 20));
+    assert!(tables("libmshare-thp", 20) < 64.0);
+    let c = &r["control"];
+    assert!(c["creates_per_s"]["median"].as_f64().unwrap() > 0.0);
+    let fds: Vec<u64> = c["server"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["fds"].as_u64().unwrap())
+        .collect();
+    assert_eq!(fds.len(), 3, "0, 50 and 150 regions");
+    assert!(
+        fds[1] >= fds[0] + 50 && fds[2] >= fds[0] + 150,
+        "a descriptor per region: {fds:?}"
+    );
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("libmshare-thp"));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("msharectl-bench"), "its mount is gone");
+    let shm_left = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("msharectl-bench")
+        })
+        .count();
+    assert_eq!(shm_left, 0, "its /dev/shm files are gone");
+}

@@ -299,3 +299,263 @@ fn a_burst_of_2000_attaches_by_one_user_all_succeed() {
     let failed = codes.iter().filter(|c| **c != 0).count();
     assert_eq!(failed, 0, "{failed} of 2000 attaches failed");
 }
+
+/// A way to attach a region in a test process.
+#[derive(Clone, Copy, Debug)]
+enum Path3 {
+    /// open + GET_SIZE + mmap of the region file (thp, passthrough).
+    File,
+    /// libmshare, thp backing.
+    LibThp,
+    /// libmshare, hugetlb backing.
+    LibHugetlb,
+}
+
+/// A mapping of either kind, read and written as u64 slots.
+enum Attached {
+    File(Map),
+    Lib(libmshare::Mapping),
+}
+
+impl Attached {
+    fn new(dir: &std::path::Path, name: &str, path: Path3) -> Option<Attached> {
+        match path {
+            Path3::File => {
+                let fd = open(&dir.join(name), libc::O_RDWR)
+                    .map_err(|e| eprintln!("open {name}: {e}"))
+                    .ok()?;
+                let info = ioctl::get_size(&fd)
+                    .map_err(|e| eprintln!("GET_SIZE {name}: {e}"))
+                    .ok()?;
+                let prot = libc::PROT_READ | libc::PROT_WRITE;
+                let map = Map::new(&fd, info.start, info.size, prot, 0)
+                    .map_err(|e| eprintln!("mmap {name}: {e}"))
+                    .ok()?;
+                if map.addr() != info.start {
+                    eprintln!("mapped {name} at {:#x}, not {:#x}", map.addr(), info.start);
+                    return None;
+                }
+                Some(Attached::File(map))
+            }
+            Path3::LibThp | Path3::LibHugetlb => {
+                let r = libmshare::Mount::open_in(Some(dir), name, false).ok()?;
+                r.map().ok().map(Attached::Lib)
+            }
+        }
+    }
+
+    fn set(&self, slot: usize, v: u64) {
+        match self {
+            Attached::File(m) => m.set_u64(slot * 8, v),
+            Attached::Lib(m) => m.write(slot * 8, &v.to_ne_bytes()),
+        }
+    }
+
+    fn get(&self, slot: usize) -> u64 {
+        match self {
+            Attached::File(m) => m.get_u64(slot * 8),
+            Attached::Lib(m) => {
+                let mut b = [0u8; 8];
+                m.read(slot * 8, &mut b);
+                u64::from_ne_bytes(b)
+            }
+        }
+    }
+}
+
+/// 2000 processes attach one region through `path`; each writes its own
+/// slot, and once all have, each reads all 2000 slots.
+fn two_thousand_write_and_read_all(path: Path3) {
+    const N: usize = 2000;
+    let m = Server::mount("align=2M");
+    let _pool = matches!(path, Path3::LibHugetlb).then(|| HugePool::reserve(&m, 2));
+    let backing = match path {
+        Path3::LibHugetlb => libmshare::Backing::Hugetlb,
+        _ => libmshare::Backing::Thp,
+    };
+    let opts = libmshare::CreateOptions {
+        backing: Some(backing),
+        ..Default::default()
+    };
+    let mount = libmshare::Mount::find(Some(&m.dir)).unwrap();
+    drop(mount.create("slots", 0, MIB2, &opts).unwrap());
+    let (ready_rx, ready_tx) = UnixStream::pair().unwrap();
+    let (go_rx, go_tx) = UnixStream::pair().unwrap();
+    let dir = m.dir.clone();
+    let kids: Vec<Pid> = (0..N)
+        .map(|i| {
+            let dir = dir.clone();
+            let (ready_tx, go_rx) = (&ready_tx, &go_rx);
+            spawn_child(move || {
+                let Some(map) = Attached::new(&dir, "slots", path) else {
+                    let _ = (&*ready_tx).write_all(&[1]);
+                    return 1;
+                };
+                map.set(i, i as u64 + 1);
+                let _ = (&*ready_tx).write_all(&[0]);
+                let mut b = [0u8; 1];
+                let _ = (&*go_rx).read_exact(&mut b);
+                let wrong = (0..N).filter(|&s| map.get(s) != s as u64 + 1).count();
+                i32::from(wrong != 0) * 2
+            })
+        })
+        .collect();
+    drop(ready_tx);
+    drop(go_rx);
+    ready_rx
+        .set_read_timeout(Some(Duration::from_secs(600)))
+        .unwrap();
+    let mut ready = vec![0u8; N];
+    (&ready_rx)
+        .read_exact(&mut ready)
+        .expect("every child attaches within 10 minutes");
+    (&go_tx).write_all(&[1u8; N]).unwrap();
+    let codes: Vec<i32> = kids.into_iter().map(wait_child).collect();
+    let no_attach = codes.iter().filter(|c| **c == 1).count();
+    let bad_data = codes.iter().filter(|c| **c == 2).count();
+    assert_eq!(
+        (no_attach, bad_data),
+        (0, 0),
+        "{path:?}: processes that could not attach, that saw wrong slots"
+    );
+}
+
+#[test]
+fn two_thousand_processes_share_data_through_the_region_file() {
+    two_thousand_write_and_read_all(Path3::File);
+}
+
+#[test]
+fn two_thousand_processes_share_data_through_libmshare_thp() {
+    two_thousand_write_and_read_all(Path3::LibThp);
+}
+
+#[test]
+fn two_thousand_processes_share_data_through_libmshare_hugetlb() {
+    two_thousand_write_and_read_all(Path3::LibHugetlb);
+}
+
+/// Attachers, creators and unlinkers at once, for a bounded number of
+/// rounds: nothing fails, and afterwards the server holds as many
+/// descriptors as before and the memory is back.
+#[test]
+fn attachers_creators_and_unlinkers_at_once_leak_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const ROUNDS: usize = 300;
+    let m = Server::mount("align=2M");
+    let mount = libmshare::Mount::find(Some(&m.dir)).unwrap();
+    let thp = libmshare::CreateOptions {
+        backing: Some(libmshare::Backing::Thp),
+        ..Default::default()
+    };
+    let fds0 = m.open_fds();
+    // The server's own thp instance: other tests' memory does not count.
+    let used = || {
+        let st = nix::sys::statvfs::statvfs(&m.state_dir().join("thp")).unwrap();
+        (st.blocks() - st.blocks_free()) * st.fragment_size()
+    };
+    let used0 = used();
+    let hot = mount.create("hot", 0, MIB2, &thp).unwrap();
+    hot.map().unwrap().write(0, &[42]);
+    drop(hot);
+    let made: Arc<Mutex<Vec<String>>> = Arc::default();
+    let creating = Arc::new(AtomicBool::new(true));
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let dir = m.dir.clone();
+    // The attacher is a process of its own (forked before any thread
+    // starts), alternating the two paths; it exits with its failures.
+    let attacher = spawn_child(|| {
+        let mut failed = 0;
+        for i in 0..2 * ROUNDS {
+            let path = [Path3::File, Path3::LibThp][i % 2];
+            match Attached::new(&dir, "hot", path) {
+                Some(a) if a.get(0) & 0xff == 42 => {}
+                _ => failed += 1,
+            }
+        }
+        failed.min(100)
+    });
+    std::thread::scope(|s| {
+        let creators: Vec<_> = (0..2)
+            .map(|t| {
+                let (made, errors, dir, thp) = (made.clone(), errors.clone(), dir.clone(), &thp);
+                s.spawn(move || {
+                    let mount = libmshare::Mount::at(&dir).unwrap();
+                    for i in 0..ROUNDS {
+                        let name = format!("c{t}-{i}");
+                        let res = mount.create(&name, 0, MIB2, thp).and_then(|r| {
+                            r.map()?.write(4096, &[1; 64]);
+                            Ok(())
+                        });
+                        match res {
+                            Ok(()) => made.lock().unwrap().push(name),
+                            Err(e) => errors.lock().unwrap().push(format!("create {name}: {e}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            let (made, errors, dir, creating) =
+                (made.clone(), errors.clone(), dir.clone(), creating.clone());
+            s.spawn(move || {
+                let mount = libmshare::Mount::at(&dir).unwrap();
+                loop {
+                    let next = made.lock().unwrap().pop();
+                    match next {
+                        Some(name) => {
+                            if let Err(e) = mount.remove(&name) {
+                                errors.lock().unwrap().push(format!("remove {name}: {e}"));
+                            }
+                        }
+                        None if !creating.load(Ordering::Acquire) => break,
+                        None => std::thread::yield_now(),
+                    }
+                }
+            });
+        }
+        for c in creators {
+            c.join().unwrap();
+        }
+        creating.store(false, Ordering::Release);
+    });
+    assert_eq!(wait_child(attacher), 0, "failed attaches of the attacher");
+    let errors = errors.lock().unwrap();
+    assert!(
+        errors.is_empty(),
+        "{} errors, first: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    mount.remove("hot").unwrap();
+    let left: Vec<_> = std::fs::read_dir(&m.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "mshare_info")
+        .collect();
+    assert!(left.is_empty(), "regions left: {left:?}");
+    // The server frees a region at its last release, which the kernel
+    // sends just after the close.
+    let mut fds = m.open_fds();
+    for _ in 0..100 {
+        if fds <= fds0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        fds = m.open_fds();
+    }
+    assert_eq!(fds, fds0, "server descriptors back to where they started");
+    let mut bytes = used();
+    for _ in 0..100 {
+        if bytes <= used0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        bytes = used();
+    }
+    assert_eq!(
+        bytes, used0,
+        "the server's thp memory back to where it started"
+    );
+}

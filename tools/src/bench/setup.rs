@@ -132,10 +132,13 @@ impl Drop for PrivateServer {
 
 const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 
-/// The hugetlb pool as it was before the benchmark; put back on drop.
+/// The hugetlb pool as it was before the benchmark; put back on drop if
+/// the benchmark changed it (and only then, so that a run that needs no
+/// huge pages never touches the pool).
 #[derive(Debug)]
 pub struct Pool {
     before: u64,
+    changed: std::cell::Cell<bool>,
 }
 
 fn read_pool() -> Result<u64, BenchError> {
@@ -161,6 +164,7 @@ impl Pool {
     pub fn remember() -> Result<Pool, BenchError> {
         Ok(Pool {
             before: read_pool()?,
+            changed: std::cell::Cell::new(false),
         })
     }
 
@@ -173,6 +177,7 @@ impl Pool {
         }
         let want = read_pool()? + (pages - free);
         let _ = std::fs::write("/proc/sys/vm/compact_memory", "1");
+        self.changed.set(true);
         std::fs::write(NR_HUGEPAGES, want.to_string())
             .map_err(|e| BenchError::io("writing", Path::new(NR_HUGEPAGES), e))?;
         let got = free_pages();
@@ -188,7 +193,9 @@ impl Pool {
 
     /// Gives back what is not in use (back to the size before).
     pub fn shrink(&self) {
-        let _ = std::fs::write(NR_HUGEPAGES, self.before.to_string());
+        if self.changed.get() {
+            let _ = std::fs::write(NR_HUGEPAGES, self.before.to_string());
+        }
     }
 }
 
