@@ -53,6 +53,20 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The path of region `name` in the mount at `dir`: a relative name that
+/// stays inside it.
+fn region_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    if name.is_empty()
+        || name.starts_with('/')
+        || name.split('/').any(|c| c == ".." || c.is_empty())
+    {
+        return Err(Error::BadName {
+            name: name.to_string(),
+        });
+    }
+    Ok(dir.join(name))
+}
+
 /// The directory [`Mount::find`] tries, and what it tried before it.
 fn candidate(dir: Option<&Path>) -> (PathBuf, Vec<String>) {
     if let Some(d) = dir {
@@ -106,11 +120,7 @@ impl Mount {
     /// ```
     pub fn open_in(dir: Option<&Path>, name: &str, read_only: bool) -> Result<Region> {
         let (candidate, _) = candidate(dir);
-        let mount = Mount {
-            dir: candidate,
-            align: 0,
-        };
-        match mount.open(name, read_only) {
+        match Region::open(region_path(&candidate, name)?, name, read_only) {
             // No such region, or no mount there at all: find says which.
             Err(
                 e @ Error::Path {
@@ -157,15 +167,7 @@ impl Mount {
 
     /// The path of region `name` (which may contain `/` for directories).
     pub fn path(&self, name: &str) -> Result<PathBuf> {
-        if name.is_empty()
-            || name.starts_with('/')
-            || name.split('/').any(|c| c == ".." || c.is_empty())
-        {
-            return Err(Error::BadName {
-                name: name.to_string(),
-            });
-        }
-        Ok(self.dir.join(name))
+        region_path(&self.dir, name)
     }
 
     /// Creates region `name` (see [`CreateOptions`]); `start == 0` lets the
@@ -192,7 +194,7 @@ impl Mount {
 
     /// Opens region `name`, read-only or read-write.
     pub fn open(&self, name: &str, read_only: bool) -> Result<Region> {
-        Region::open(self, name, read_only)
+        Region::open(self.path(name)?, name, read_only)
     }
 
     /// Removes region `name`; its memory goes when the last mapping does.

@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 
@@ -65,14 +66,14 @@ impl Region {
         let mode = nix::sys::stat::Mode::from_bits_truncate(opts.mode as libc::mode_t);
         match nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFREG, mode, 0) {
             Ok(()) => {}
-            Err(Errno::EEXIST) if !opts.exclusive => return Region::open(mount, name, false),
+            Err(Errno::EEXIST) if !opts.exclusive => return Region::open(path, name, false),
             Err(e) => return Err(path_err("creating", e)),
         }
         let made = (|| {
             if let Some(b) = opts.backing {
                 xattr::set_backing(&path, b).map_err(|e| path_err("setting the backing of", e))?;
             }
-            let region = Region::open(mount, name, false)?;
+            let region = Region::open(path.clone(), name, false)?;
             if start == 0 {
                 nix::unistd::ftruncate(&region.file, size as libc::off_t)
                     .map_err(|e| region.err("ftruncate", e))?;
@@ -92,8 +93,8 @@ impl Region {
         made
     }
 
-    pub(crate) fn open(mount: &Mount, name: &str, read_only: bool) -> Result<Region> {
-        let path = mount.path(name)?;
+    /// Opens the region file at `path`, region `name` of its mount.
+    pub(crate) fn open(path: PathBuf, name: &str, read_only: bool) -> Result<Region> {
         let file = File::options()
             .read(true)
             .write(!read_only)

@@ -29,19 +29,35 @@ fn stamp(page: usize) -> u64 {
 /// reported, and returns the PageTables growth (kB) and the reports. Each
 /// child keeps what `work` returned (its mapping) until measured.
 fn forked<T>(n: usize, work: impl Fn() -> (u8, T)) -> (u64, Vec<u8>) {
+    let (growth, reports, _) = forked_then(n, |_| work(), |_| 0);
+    (growth, reports)
+}
+
+/// [`forked`], where child `i` runs `work(i)`, and once all have reported,
+/// each that succeeded runs `then` on what its `work` returned. Also
+/// returns the children's exit codes: the `work` code, else `then`'s.
+fn forked_then<T>(
+    n: usize,
+    work: impl Fn(usize) -> (u8, T),
+    then: impl Fn(&T) -> i32,
+) -> (u64, Vec<u8>, Vec<i32>) {
     let (ready_rx, ready_tx) = UnixStream::pair().unwrap();
     let (go_rx, go_tx) = UnixStream::pair().unwrap();
     let before = settled_page_tables();
     let kids: Vec<Pid> = (0..n)
-        .map(|_| {
+        .map(|i| {
             spawn_child(|| {
-                let (code, _held) = work();
+                let (code, held) = work(i);
                 // Each child also holds copies of the parent's socket ends,
                 // so it waits for a byte, not for end-of-file.
                 let _ = (&ready_tx).write_all(&[code]);
                 let mut b = [0u8; 1];
                 let _ = (&go_rx).read_exact(&mut b);
-                i32::from(code)
+                if code != 0 {
+                    i32::from(code)
+                } else {
+                    then(&held)
+                }
             })
         })
         .collect();
@@ -56,10 +72,8 @@ fn forked<T>(n: usize, work: impl Fn() -> (u8, T)) -> (u64, Vec<u8>) {
         .expect("every child reports within 10 minutes");
     let growth = meminfo("PageTables").saturating_sub(before);
     (&go_tx).write_all(&vec![1u8; n]).unwrap();
-    for pid in kids {
-        wait_child(pid);
-    }
-    (growth, reports)
+    let codes = kids.into_iter().map(wait_child).collect();
+    (growth, reports, codes)
 }
 
 /// Starts `n` commands whose first stdout line says how they did, waits
@@ -379,38 +393,19 @@ fn two_thousand_write_and_read_all(path: Path3) {
     };
     let mount = libmshare::Mount::find(Some(&m.dir)).unwrap();
     drop(mount.create("slots", 0, MIB2, &opts).unwrap());
-    let (ready_rx, ready_tx) = UnixStream::pair().unwrap();
-    let (go_rx, go_tx) = UnixStream::pair().unwrap();
-    let dir = m.dir.clone();
-    let kids: Vec<Pid> = (0..N)
-        .map(|i| {
-            let dir = dir.clone();
-            let (ready_tx, go_rx) = (&ready_tx, &go_rx);
-            spawn_child(move || {
-                let Some(map) = Attached::new(&dir, "slots", path) else {
-                    let _ = (&*ready_tx).write_all(&[1]);
-                    return 1;
-                };
-                map.set(i, i as u64 + 1);
-                let _ = (&*ready_tx).write_all(&[0]);
-                let mut b = [0u8; 1];
-                let _ = (&*go_rx).read_exact(&mut b);
-                let wrong = (0..N).filter(|&s| map.get(s) != s as u64 + 1).count();
-                i32::from(wrong != 0) * 2
-            })
-        })
-        .collect();
-    drop(ready_tx);
-    drop(go_rx);
-    ready_rx
-        .set_read_timeout(Some(Duration::from_secs(600)))
-        .unwrap();
-    let mut ready = vec![0u8; N];
-    (&ready_rx)
-        .read_exact(&mut ready)
-        .expect("every child attaches within 10 minutes");
-    (&go_tx).write_all(&[1u8; N]).unwrap();
-    let codes: Vec<i32> = kids.into_iter().map(wait_child).collect();
+    let attach_and_write = |i: usize| match Attached::new(&m.dir, "slots", path) {
+        Some(map) => {
+            map.set(i, i as u64 + 1);
+            (0, Some(map))
+        }
+        None => (1, None),
+    };
+    let read_all = |map: &Option<Attached>| {
+        let map = map.as_ref().expect("code 0 means attached");
+        let wrong = (0..N).filter(|&s| map.get(s) != s as u64 + 1).count();
+        i32::from(wrong != 0) * 2
+    };
+    let (_, _, codes) = forked_then(N, attach_and_write, read_all);
     let no_attach = codes.iter().filter(|c| **c == 1).count();
     let bad_data = codes.iter().filter(|c| **c == 2).count();
     assert_eq!(
@@ -537,25 +532,18 @@ fn attachers_creators_and_unlinkers_at_once_leak_nothing() {
     assert!(left.is_empty(), "regions left: {left:?}");
     // The server frees a region at its last release, which the kernel
     // sends just after the close.
-    let mut fds = m.open_fds();
-    for _ in 0..100 {
-        if fds <= fds0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        fds = m.open_fds();
-    }
-    assert_eq!(fds, fds0, "server descriptors back to where they started");
-    let mut bytes = used();
-    for _ in 0..100 {
-        if bytes <= used0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        bytes = used();
-    }
+    wait_until("the server's descriptors to return", || {
+        m.open_fds() <= fds0
+    });
     assert_eq!(
-        bytes, used0,
+        m.open_fds(),
+        fds0,
+        "server descriptors back to where they started"
+    );
+    wait_until("the server's thp memory to return", || used() <= used0);
+    assert_eq!(
+        used(),
+        used0,
         "the server's thp memory back to where it started"
     );
 }

@@ -11,7 +11,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use serde::Serialize;
 
-use super::sys::{region_size, Map};
+use super::sys::Map;
 use super::BenchError;
 
 /// One way to share memory.
@@ -205,8 +205,9 @@ impl Region {
                     Mode::empty(),
                 )
                 .map_err(|x| e("open", x))?;
-                let (start, size) = region_size(&fd).map_err(|x| e("MSHAREFS_GET_SIZE", x))?;
-                Map::shared(&fd, start, size).map_err(|x| e("mmap", x))
+                let info =
+                    libmshare::ioctl::get_size(&fd).map_err(|x| e("MSHAREFS_GET_SIZE", x))?;
+                Map::shared(&fd, info.start, info.size).map_err(|x| e("mmap", x))
             }
             Res::Msharefs { dir, name } => {
                 let region = Mount::open_in(Some(dir), name, false).map_err(|x| x.to_string())?;

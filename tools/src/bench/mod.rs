@@ -112,6 +112,20 @@ fn server_binary(args: &BenchArgs) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("msharefs"))
 }
 
+/// The number in the `key:` line of a `/proc` file's `text` (a
+/// `/proc/meminfo` or `/proc/PID/status` figure, in kB or pages).
+fn proc_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A `/proc/meminfo` figure (0 if it cannot be read).
+fn meminfo(key: &str) -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    proc_field(&text, key).unwrap_or(0)
+}
+
 /// Says what the benchmark does, on stderr (stdout is the report).
 fn say(msg: impl std::fmt::Display) {
     eprintln!("bench: {msg}");

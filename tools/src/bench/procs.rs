@@ -22,13 +22,8 @@ pub struct Figure {
 }
 
 /// `PageTables` of /proc/meminfo, kB.
-pub fn page_tables_kb() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("PageTables:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+fn page_tables_kb() -> u64 {
+    super::meminfo("PageTables")
 }
 
 /// `PageTables` once it has stopped shrinking: the page tables of exited

@@ -159,12 +159,7 @@ fn machine() -> Machine {
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mem_kb: f64 = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
+    let mem_kb = super::meminfo("MemTotal") as f64;
     Machine {
         kernel,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -130,12 +130,6 @@ pub fn fork(child: impl FnOnce() -> i32) -> Result<nix::unistd::Pid, Errno> {
     }
 }
 
-/// `MSHAREFS_GET_SIZE` result of an open region file, through libmshare.
-pub fn region_size(fd: impl AsFd) -> Result<(u64, u64), Errno> {
-    let info = libmshare::ioctl::get_size(fd.as_fd())?;
-    Ok((info.start, info.size))
-}
-
 /// A new private SysV hugetlb segment of `size` bytes.
 pub fn shmget_hugetlb(size: u64) -> Result<i32, Errno> {
     // SAFETY: shmget takes plain values and touches no memory of ours.
