@@ -69,7 +69,8 @@ enum Command {
     },
     /// Compare attach time, page tables and the control plane with POSIX
     /// shm, SysV hugetlb and a hugetlb memfd, side by side (root: starts a
-    /// private msharefs and sizes the hugetlb pool, then puts both back).
+    /// private msharefs, not the -d mount, and sizes the hugetlb pool, then
+    /// puts both back).
     Bench(bench::BenchArgs),
     /// Remove regions (their memory goes with the last mapping).
     #[command(alias = "rm")]
