@@ -65,6 +65,12 @@ struct mshare_token {
 
 /* Extended attribute naming a region's backing: "thp", "shmem", "hugetlb". */
 #define MSHARE_BACKING_XATTR	"user.mshare.backing"
+/* Extended attribute of a region: "MAJ:MIN INO" of its memory, as /proc/PID/maps writes them. */
+#define MSHARE_MEMORY_XATTR	"user.mshare.memory"
+/* Extended attributes of the mount's root: the hugetlb pool the server manages
+ * ("policy=auto max_pages=N ours=N"), and a size that root sets to grow it now. */
+#define MSHARE_POOL_XATTR	"user.mshare.hugetlb_pool"
+#define MSHARE_RESERVE_XATTR	"user.mshare.hugetlb_reserve"
 
 /*
  * The library (link with `pkg-config --libs mshare`).

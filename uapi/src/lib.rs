@@ -10,6 +10,9 @@
 //!   broker socket ([`broker_socket_path`]) that trades a token for a
 //!   region's backing descriptor; the [`Backing`] kinds and their extended
 //!   attribute [`BACKING_XATTR`].
+//! - What operators read through extended attributes: the hugetlb pool the
+//!   server manages ([`POOL_XATTR`], [`PoolStatus`], [`RESERVE_XATTR`]) and
+//!   where a region's memory lives ([`MEMORY_XATTR`], [`MemoryId`]).
 //! - The C library's option struct [`MshareOptions`] and flags.
 //!
 //! Layouts are asserted at compile time; the wire conversion is `zerocopy`'s.
@@ -27,12 +30,14 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod admin;
 mod backing;
 mod ioctl;
 mod size;
 mod structs;
 mod token;
 
+pub use admin::{MemoryId, PoolPolicy, PoolStatus, MEMORY_XATTR, POOL_XATTR, RESERVE_XATTR};
 pub use backing::{Backing, UnknownBacking, BACKING_XATTR};
 pub use ioctl::{
     MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_IOCTL_TYPE,

@@ -110,6 +110,9 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
     }
     items.push(text("MSHARE_INFO_FILE", INFO_FILE_NAME));
     items.push(text("MSHARE_BACKING_XATTR", BACKING_XATTR));
+    items.push(text("MSHARE_MEMORY_XATTR", MEMORY_XATTR));
+    items.push(text("MSHARE_POOL_XATTR", POOL_XATTR));
+    items.push(text("MSHARE_RESERVE_XATTR", RESERVE_XATTR));
     let functions = vec![
         "mshare_alignment",
         "mshare_create",
