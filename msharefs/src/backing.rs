@@ -180,6 +180,11 @@ pub fn allocate(fd: impl AsFd, offset: u64, len: u64) -> Result<(), Errno> {
     }
 }
 
+/// Bytes of memory `fd` holds now (its allocated blocks).
+pub fn allocated(fd: impl AsFd) -> u64 {
+    nix::sys::stat::fstat(fd.as_fd()).map_or(0, |s| s.st_blocks as u64 * 512)
+}
+
 /// Frees the memory of `[offset, offset + len)`; later reads see zeros.
 pub fn punch_hole(fd: impl AsFd, offset: u64, len: u64) -> Result<(), Errno> {
     nix::fcntl::fallocate(

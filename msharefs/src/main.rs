@@ -14,6 +14,7 @@ mod broker;
 mod daemon;
 mod fail;
 mod fs;
+mod hugepool;
 mod hugetlb_io;
 mod limits;
 mod namespace;
@@ -283,6 +284,18 @@ fn raise_nofile() -> u64 {
     }
 }
 
+/// `hugetlb_max=` in 2 MiB pages, on this machine.
+fn hugetlb_max_pages(opts: &Options) -> u64 {
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024);
+    opts.hugetlb_max.bytes(mem_total) / mshare_uapi::HUGE_PAGE_SIZE
+}
+
 /// Set when a stop signal makes the server unmount (and keep the regions).
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
@@ -303,7 +316,7 @@ fn main() -> ExitCode {
     if let Some(dir) = &cli.generate_man {
         use clap::CommandFactory;
         let man = clap_mangen::Man::new(Cli::command()).section("8");
-        return match man.generate_to(dir) {
+        return match std::fs::create_dir_all(dir).and_then(|()| man.generate_to(dir)) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("msharefs: {e}");
@@ -403,6 +416,14 @@ fn main() -> ExitCode {
         },
         None => (state::Journal::volatile(), Vec::new()),
     };
+    let pool = std::sync::Arc::new(hugepool::HugePool::new(
+        opts.hugetlb_pool,
+        hugetlb_max_pages(&opts),
+        state
+            .as_ref()
+            .map(|(dir, _)| dir.path().join(hugepool::RECORD_FILE)),
+        opts.fresh,
+    ));
     let fs = fs::MshareFs::new(
         opts.clone(),
         plan.limits,
@@ -412,7 +433,7 @@ fn main() -> ExitCode {
             nix::unistd::getgid().as_raw(),
         ),
         backing::BackingStore::new(kinds),
-        journal,
+        (journal, pool.clone()),
     );
     let state = state.map(|(dir, snap)| {
         let adopted = fs.adopt(&snap);
@@ -440,12 +461,14 @@ fn main() -> ExitCode {
     };
     let _ = notifier.set(session.notifier());
     info!(
-        "mounted on {} (align={}, backing={}, max_regions={}, max_regions_per_user={})",
+        "mounted on {} (align={}, backing={}, max_regions={}, max_regions_per_user={}, hugetlb_pool={}, hugetlb_max={} pages)",
         mountpoint.display(),
         opts.align,
         opts.backing,
         plan.limits.nodes,
-        plan.limits.per_user
+        plan.limits.per_user,
+        opts.hugetlb_pool,
+        hugetlb_max_pages(&opts)
     );
 
     let mut unmounter = session.unmount_callable();
@@ -483,6 +506,8 @@ fn main() -> ExitCode {
         std::process::id(),
         mountpoint.display()
     ));
+    // Consumes the session: the file system and the memory it holds are
+    // gone when it returns.
     let ended = session.run();
     broker.remove_socket();
     match ended {
@@ -492,6 +517,10 @@ fn main() -> ExitCode {
             // stays keeps them.
             let dir = absolute(&mountpoint).unwrap_or(mountpoint.clone());
             let unmounted = !STOPPING.load(Ordering::SeqCst) && !msharefs_on(&dir);
+            if unmounted || state.is_none() {
+                // Pages still mapped by clients go with their last mapping.
+                pool.give_back_all();
+            }
             match state {
                 Some(s) if unmounted => s.discard(),
                 Some(s) => info!("the regions stay in {}", s.path().display()),

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use mshare_uapi::{parse_size, Backing, DEFAULT_ALIGNMENT, FS_SUBTYPE, PAGE_SIZE};
+use mshare_uapi::{parse_size, Backing, PoolPolicy, DEFAULT_ALIGNMENT, FS_SUBTYPE, PAGE_SIZE};
 
 /// Whether opens are answered with FUSE passthrough (`passthrough=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +16,25 @@ pub enum Passthrough {
     /// Never: region files cannot be mmapped, read/write go through the
     /// server.
     Off,
+}
+
+/// The most the server grows the hugetlb pool to (`hugetlb_max=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolCeiling {
+    /// A share of the machine's memory (`MemTotal`), in percent.
+    Percent(u8),
+    /// A size in bytes.
+    Bytes(u64),
+}
+
+impl PoolCeiling {
+    /// The ceiling in bytes on a machine with `mem_total` bytes of memory.
+    pub fn bytes(self, mem_total: u64) -> u64 {
+        match self {
+            PoolCeiling::Percent(p) => mem_total / 100 * p as u64,
+            PoolCeiling::Bytes(b) => b,
+        }
+    }
 }
 
 /// A generic mount flag passed on to the kernel.
@@ -118,6 +137,11 @@ pub struct Options {
     pub state_dir: Option<std::path::PathBuf>,
     /// `fresh`: discard the regions a previous server left.
     pub fresh: bool,
+    /// `hugetlb_pool=auto|manual`: whether the server sizes the hugetlb
+    /// pool for its regions.
+    pub hugetlb_pool: PoolPolicy,
+    /// `hugetlb_max=SIZE|N%`: the most it grows the pool to.
+    pub hugetlb_max: PoolCeiling,
     /// Generic mount flags, in the order given.
     pub flags: Vec<MountFlag>,
 }
@@ -193,6 +217,36 @@ pub const OPTIONS: &[Spec] = &[
             o.backing = value(v, "thp, shmem or hugetlb")?
                 .parse()
                 .map_err(|_| "must be thp, shmem or hugetlb".to_string())?;
+            Ok(())
+        },
+    },
+    Spec {
+        name: "hugetlb_pool",
+        value: Some("auto|manual"),
+        help: "auto grows vm.nr_hugepages by what a hugetlb region needs (compacting memory \
+               first if needed, never past hugetlb_max) and gives the pages back when the \
+               region goes; manual leaves the pool to the administrator",
+        default: "auto",
+        apply: |o, v| {
+            o.hugetlb_pool = value(v, "auto or manual")?.parse()?;
+            Ok(())
+        },
+    },
+    Spec {
+        name: "hugetlb_max",
+        value: Some("SIZE|N%"),
+        help: "the most hugetlb_pool=auto grows the whole pool to: a size (K/M/G/T) or a \
+               share of the machine's memory",
+        default: "50%",
+        apply: |o, v| {
+            let v = value(v, "a size or a percentage, e.g. hugetlb_max=16G")?;
+            o.hugetlb_max = match v.strip_suffix('%') {
+                Some(p) => match p.parse::<u8>() {
+                    Ok(p) if p <= 100 => PoolCeiling::Percent(p),
+                    _ => return Err("must be a percentage from 0% to 100%".into()),
+                },
+                None => PoolCeiling::Bytes(parse_size(v)?),
+            };
             Ok(())
         },
     },
@@ -333,6 +387,8 @@ impl Options {
             fsname: None,
             state_dir: None,
             fresh: false,
+            hugetlb_pool: PoolPolicy::Auto,
+            hugetlb_max: PoolCeiling::Percent(50),
             flags: Vec::new(),
         }
     }
@@ -508,6 +564,11 @@ mod tests {
         assert_eq!(o.flags, vec![MountFlag::NoSuid, MountFlag::ReadWrite]);
         o.apply("passthrough=off").unwrap();
         assert_eq!(o.passthrough, Passthrough::Off);
+        o.apply("hugetlb_pool=manual,hugetlb_max=16G").unwrap();
+        assert_eq!(o.hugetlb_pool, PoolPolicy::Manual);
+        assert_eq!(o.hugetlb_max, PoolCeiling::Bytes(16 << 30));
+        o.apply("hugetlb_max=75%").unwrap();
+        assert_eq!(o.hugetlb_max.bytes(1000), 750);
     }
 
     #[test]
@@ -527,6 +588,10 @@ mod tests {
             "debug=1",
             "subtype=other",
             "fsname=",
+            "hugetlb_pool=maybe",
+            "hugetlb_max=101%",
+            "hugetlb_max=lots",
+            "hugetlb_max",
         ] {
             let err = o.apply(bad).unwrap_err();
             assert_eq!(err.option, bad, "{bad}");

@@ -50,13 +50,7 @@ impl MshareFs {
         let mut ns = self.ns.write();
         let ino = ns.next_ino();
         let file = self.make_backing(kind, ino, &name.to_string_lossy())?;
-        let region = Arc::new(Region::new(
-            ino,
-            kind,
-            file,
-            self.placement.clone(),
-            self.journal.clone(),
-        ));
+        let region = Arc::new(Region::new(ino, kind, file, &self.home));
         let meta = Meta::new(mode as u16, req.uid(), req.gid());
         if let Err(f) = ns.insert(parent, name, Kind::Region(region.clone()), meta) {
             let memory = region.take_memory();

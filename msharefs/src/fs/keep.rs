@@ -34,7 +34,7 @@ impl MshareFs {
     pub(super) fn persist(&self, ns: &Namespace, inos: &[INodeNo]) -> Result<(), Fail> {
         let mut res = Ok(());
         for &ino in inos {
-            if let Err(e) = self.journal.put(ns.record(ino)) {
+            if let Err(e) = self.home.journal.put(ns.record(ino)) {
                 res = Err(Fail::with(e, format!("cannot write the state file: {e}")));
             }
         }
@@ -45,10 +45,15 @@ impl MshareFs {
     /// then closes the server's descriptor (outside the namespace lock:
     /// closing the last one of a large file frees its pages right there).
     pub(super) fn free(&self, region: &Region, memory: Option<Arc<std::os::fd::OwnedFd>>) {
-        if memory.is_some() {
-            self.store.discard(region.kind, region.id.0);
-        }
+        let Some(memory) = memory else { return };
+        self.store.discard(region.kind, region.id.0);
+        let bytes = crate::backing::allocated(memory.as_ref());
         drop(memory);
+        if region.kind == Backing::Hugetlb {
+            // Pages still mapped by clients become surplus and go with the
+            // last mapping.
+            self.home.pool.give_back(crate::hugepool::pages_for(bytes));
+        }
     }
 
     /// Rebuilds the namespace from what a previous server left (`snap`):
@@ -70,8 +75,7 @@ impl MshareFs {
                             INodeNo(rec.ino),
                             kind,
                             file,
-                            self.placement.clone(),
-                            self.journal.clone(),
+                            &self.home,
                             snap.layouts.get(&rec.ino),
                         )))
                     }
@@ -81,7 +85,7 @@ impl MshareFs {
                             rec.name, rec.ino
                         );
                         found.lost += 1;
-                        let _ = self.journal.put(Record::Gone(rec.ino));
+                        let _ = self.home.journal.put(Record::Gone(rec.ino));
                         continue;
                     }
                 },

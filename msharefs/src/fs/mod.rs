@@ -37,10 +37,11 @@ use self::xattr::xattr_reply;
 use crate::backing::BackingStore;
 use crate::broker::Broker;
 use crate::fail::Fail;
+use crate::hugepool::HugePool;
 use crate::namespace::{Limits, Namespace, Removal, NAME_MAX};
 use crate::options::{Options, Passthrough};
 use crate::placement::Placement;
-use crate::region::OpenMode;
+use crate::region::{Home, OpenMode};
 use crate::state::Journal;
 
 /// The msharefs file system.
@@ -52,10 +53,10 @@ pub struct MshareFs {
     handles: Handles,
     /// Makes backing files.
     store: BackingStore,
-    /// Records the namespace, so that it outlives the server.
-    journal: Arc<Journal>,
-    /// The alignment and the address ranges of sized regions.
-    placement: Arc<Placement>,
+    /// What every region shares: the alignment and the address ranges of
+    /// sized regions, the journal that records the namespace so that it
+    /// outlives the server, and the hugetlb pool.
+    home: Home,
     /// Mount options.
     opts: Options,
     /// Whether opens are answered with FUSE passthrough (until the kernel
@@ -73,15 +74,16 @@ pub struct MshareFs {
 impl MshareFs {
     /// A file system with these options and limits, its root owned by
     /// `uid`/`gid`; its broker serves `broker_conns` connections at once.
-    /// `store` makes the memory and `journal` records the namespace
-    /// ([`Self::adopt`] takes over what a previous server left).
+    /// `store` makes the memory, `journal` records the namespace
+    /// ([`Self::adopt`] takes over what a previous server left) and `pool`
+    /// gives hugetlb pages.
     pub fn new(
         opts: Options,
         limits: Limits,
         broker_conns: usize,
         (uid, gid): (u32, u32),
         store: BackingStore,
-        journal: Journal,
+        (journal, pool): (Journal, Arc<HugePool>),
     ) -> Self {
         if store.effective(opts.backing) != opts.backing {
             warn!(
@@ -94,8 +96,11 @@ impl MshareFs {
             ns: RwLock::new(Namespace::new(uid, gid, limits)),
             handles: Handles::new(),
             store,
-            journal: Arc::new(journal),
-            placement: Arc::new(Placement::new(opts.align)),
+            home: Home {
+                placement: Arc::new(Placement::new(opts.align)),
+                journal: Arc::new(journal),
+                pool,
+            },
             info_text: format!("{}\n", opts.align),
             passthrough: AtomicBool::new(opts.passthrough == Passthrough::Auto),
             opts,
@@ -454,7 +459,7 @@ impl Filesystem for MshareFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -462,7 +467,7 @@ impl Filesystem for MshareFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let res = self.set_backing(ino, name, value, flags);
+        let res = self.do_setxattr(req.uid(), ino, name, value, flags);
         answer(reply, "setxattr", self.name_of(ino), res, empty);
     }
 

@@ -1,43 +1,79 @@
 //! Extended attributes: `user.mshare.backing`, which names a region's
-//! backing kind and, on a fresh region, changes it.
+//! backing kind and, on a fresh region, changes it; `user.mshare.memory`,
+//! where a region's memory lives; and on the root the hugetlb pool
+//! (`user.mshare.hugetlb_pool`, and `user.mshare.hugetlb_reserve`, which root
+//! sets to grow it).
 
 use std::ffi::OsStr;
 use std::sync::Arc;
 
 use fuser::{INodeNo, ReplyXattr};
 use log::debug;
-use mshare_uapi::{Backing, BACKING_XATTR};
+use mshare_uapi::{
+    parse_size, Backing, MemoryId, BACKING_XATTR, MEMORY_XATTR, POOL_XATTR, RESERVE_XATTR,
+};
 use nix::errno::Errno;
 
 use super::reply::answer;
 use super::MshareFs;
 use crate::fail::{ensure, Fail};
+use crate::namespace::ROOT;
 use crate::region::Region;
 
 impl MshareFs {
     /// `getxattr`.
     pub(super) fn xattr_value(&self, ino: INodeNo, name: &OsStr) -> Result<Vec<u8>, Fail> {
-        let ns = self.ns.read();
-        match ns.node(ino)?.region() {
+        if ino == ROOT && name == POOL_XATTR {
+            return Ok(self.home.pool.status().to_string().into_bytes());
+        }
+        let region = self.ns.read().node(ino)?.region().cloned();
+        match region {
             Some(r) if name == BACKING_XATTR => Ok(r.kind.as_str().as_bytes().to_vec()),
+            Some(r) if name == MEMORY_XATTR => Ok(memory_id(&r)?.to_string().into_bytes()),
             _ => Err(Fail::new(Errno::ENODATA, "no such attribute")),
         }
     }
 
     /// `listxattr`: NUL-terminated names.
     pub(super) fn xattr_names(&self, ino: INodeNo) -> Result<Vec<u8>, Fail> {
-        let ns = self.ns.read();
-        let mut names = Vec::new();
-        if ns.node(ino)?.region().is_some() {
-            names.extend_from_slice(BACKING_XATTR.as_bytes());
-            names.push(0);
+        let names: &[&str] = if ino == ROOT {
+            &[POOL_XATTR]
+        } else if self.ns.read().node(ino)?.region().is_some() {
+            &[BACKING_XATTR, MEMORY_XATTR]
+        } else {
+            &[]
+        };
+        Ok(names.iter().flat_map(|n| n.bytes().chain([0])).collect())
+    }
+
+    /// `setxattr`: the backing of a region, or root's pool reservation.
+    pub(super) fn do_setxattr(
+        &self,
+        uid: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Fail> {
+        if ino != ROOT || name != RESERVE_XATTR {
+            return self.set_backing(ino, name, value, flags);
         }
-        Ok(names)
+        ensure(
+            uid == 0,
+            Errno::EPERM,
+            "only root may grow the hugetlb pool",
+        )?;
+        let text = std::str::from_utf8(value)
+            .unwrap_or("")
+            .trim_end_matches(['\0', '\n']);
+        let bytes = parse_size(text)
+            .map_err(|_| Fail::new(Errno::EINVAL, "hugetlb_reserve takes a size, e.g. 4G"))?;
+        self.home.pool.reserve(bytes)
     }
 
     /// `setxattr(user.mshare.backing)`: gives a fresh (unsized, unopened)
     /// region a new, empty backing file of another kind.
-    pub(super) fn set_backing(
+    fn set_backing(
         &self,
         ino: INodeNo,
         name: &OsStr,
@@ -72,13 +108,7 @@ impl MshareFs {
             "the backing of an open or sized region cannot change",
         )?;
         let file = self.make_backing(kind, ino, &self.region_name(ino))?;
-        let new = Arc::new(Region::new(
-            ino,
-            kind,
-            file,
-            self.placement.clone(),
-            self.journal.clone(),
-        ));
+        let new = Arc::new(Region::new(ino, kind, file, &self.home));
         let replaced = {
             let mut ns = self.ns.write();
             let res = ns.replace_region(ino, &old, new.clone());
@@ -95,6 +125,16 @@ impl MshareFs {
         debug!("region inode {}: backing is now {kind}", ino.0);
         Ok(())
     }
+}
+
+/// Where `region`'s memory lives: its backing file's device and inode.
+fn memory_id(region: &Region) -> Result<MemoryId, Fail> {
+    let st = nix::sys::stat::fstat(region.file()?.as_ref())?;
+    Ok(MemoryId {
+        major: libc::major(st.st_dev),
+        minor: libc::minor(st.st_dev),
+        ino: st.st_ino,
+    })
 }
 
 /// Answers a getxattr/listxattr: the size when asked for 0 bytes, the data

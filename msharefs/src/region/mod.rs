@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 
 use crate::backing;
 use crate::fail::{ensure, Fail};
+use crate::hugepool::{pages_for, HugePool};
 use crate::placement::Placement;
 use crate::state::record::{LayoutRec, Record};
 use crate::state::Journal;
@@ -70,6 +71,18 @@ pub enum Attach {
     Direct,
 }
 
+/// What the regions of one mount share: where they are placed, where their
+/// layouts are recorded and where hugetlb memory comes from.
+#[derive(Debug, Clone)]
+pub struct Home {
+    /// The mount's alignment and address ranges.
+    pub placement: Arc<Placement>,
+    /// Where layouts are recorded, so that they outlive the server.
+    pub journal: Arc<Journal>,
+    /// The hugetlb pool.
+    pub pool: Arc<HugePool>,
+}
+
 /// A shared memory region.
 #[derive(Debug)]
 pub struct Region {
@@ -81,6 +94,8 @@ pub struct Region {
     placement: Arc<Placement>,
     /// Where its layout is recorded, so that it outlives the server.
     journal: Arc<Journal>,
+    /// Where hugetlb memory comes from.
+    pool: Arc<HugePool>,
     /// Everything that changes, under one lock.
     state: Mutex<State>,
 }
@@ -116,20 +131,15 @@ impl State {
 }
 
 impl Region {
-    /// A new, unsized region over `file`, placed by `placement`, its layout
-    /// recorded in `journal`.
-    pub fn new(
-        id: INodeNo,
-        kind: Backing,
-        file: OwnedFd,
-        placement: Arc<Placement>,
-        journal: Arc<Journal>,
-    ) -> Self {
+    /// A new, unsized region over `file`, placed and recorded as `home`
+    /// says.
+    pub fn new(id: INodeNo, kind: Backing, file: OwnedFd, home: &Home) -> Self {
         Region {
             id,
             kind,
-            placement,
-            journal,
+            placement: home.placement.clone(),
+            journal: home.journal.clone(),
+            pool: home.pool.clone(),
             state: Mutex::new(State {
                 file: Some(Arc::new(file)),
                 info: None,
@@ -146,11 +156,10 @@ impl Region {
         id: INodeNo,
         kind: Backing,
         file: OwnedFd,
-        placement: Arc<Placement>,
-        journal: Arc<Journal>,
+        home: &Home,
         layout: Option<&LayoutRec>,
     ) -> Self {
-        let region = Region::new(id, kind, file, placement, journal);
+        let region = Region::new(id, kind, file, home);
         if let Some(l) = layout {
             let mut st = region.state.lock();
             st.info = Some(MshareInfo {
@@ -270,7 +279,21 @@ impl Region {
             Errno::EFBIG,
             "fallocate past the end of the region",
         )?;
-        Ok(backing::allocate(self.file()?.as_ref(), offset, length)?)
+        self.allocate(self.file()?.as_ref(), offset, length)
+    }
+
+    /// Allocates `[offset, offset + len)` of `file`, hugetlb pages from the
+    /// pool (grown for them under `hugetlb_pool=auto`).
+    fn allocate(&self, file: &OwnedFd, offset: u64, len: u64) -> Result<(), Fail> {
+        let fail = |e: Errno| Fail::with(e, format!("cannot allocate {len} bytes: {e}"));
+        if self.kind != Backing::Hugetlb {
+            return backing::allocate(file, offset, len).map_err(fail);
+        }
+        self.pool.with_pages(pages_for(len), || {
+            let before = backing::allocated(file);
+            backing::allocate(file, offset, len).map_err(fail)?;
+            Ok(((), pages_for(backing::allocated(file) - before)))
+        })
     }
 
     /// `MSHAREFS_CREATE_MAPPING`.
@@ -280,9 +303,7 @@ impl Region {
         let req = check_create(c, &info, self.kind, &st.objects)?;
         let o = req.object;
         if self.kind == Backing::Hugetlb || req.populate {
-            let file = st.file()?;
-            backing::allocate(file.as_fd(), o.addr - info.start, o.size)
-                .map_err(|e| Fail::with(e, format!("cannot allocate {} bytes: {e}", o.size)))?;
+            self.allocate(st.file()?.as_ref(), o.addr - info.start, o.size)?;
         }
         let at = st.objects.partition_point(|x| x.addr < o.addr);
         st.objects.insert(at, o);
@@ -297,8 +318,13 @@ impl Region {
         let info = st.info()?;
         let rest = cut(&st.objects, u, &info, self.kind)?;
         if let Some(file) = &st.file {
+            let before = backing::allocated(file);
             backing::punch_hole(file.as_fd(), u.addr - info.start, u.size)
                 .map_err(|e| Fail::with(e, format!("cannot free memory: {e}")))?;
+            if self.kind == Backing::Hugetlb {
+                let after = backing::allocated(file);
+                self.pool.give_back(pages_for(before.saturating_sub(after)));
+            }
         }
         st.objects = rest;
         self.record(&st);

@@ -213,7 +213,12 @@ impl StateDir {
             }
             let _ = std::fs::remove_dir(&dir);
         }
-        for f in [STATE_FILE, "state.new", "lock"] {
+        for f in [
+            STATE_FILE,
+            "state.new",
+            "lock",
+            crate::hugepool::RECORD_FILE,
+        ] {
             let _ = std::fs::remove_file(self.path.join(f));
         }
         match std::fs::remove_dir(&self.path) {

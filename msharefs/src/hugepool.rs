@@ -1,0 +1,386 @@
+//! The hugetlb pool, managed for the user (`hugetlb_pool=auto`).
+//!
+//! Hugetlb memory comes from a pool that the administrator sizes in
+//! `vm.nr_hugepages`, and which is empty on a fresh machine. With
+//! `hugetlb_pool=auto` the server grows the pool by what a hugetlb
+//! allocation needs beyond the free pages (compacting memory when the kernel
+//! cannot find enough 2 MiB blocks), never past `hugetlb_max`, and gives the
+//! pages it added back when the memory is freed. Pages still mapped by
+//! clients when their region goes become *surplus* pages, which the kernel
+//! returns to the system when the last mapping goes. `hugetlb_pool=manual`
+//! leaves the pool alone.
+//!
+//! How many pages the server added ("ours") is kept in the state directory
+//! (`hugetlb_pool`), so that a server that adopts the regions after a
+//! restart gives them back too. The arithmetic is [`plan`], a pure
+//! function; the rest reads and writes `/sys/kernel/mm/hugepages`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use log::{info, warn};
+use mshare_uapi::{PoolPolicy, PoolStatus, HUGE_PAGE_SIZE};
+use nix::errno::Errno;
+use parking_lot::Mutex;
+
+use crate::fail::Fail;
+
+/// Where the kernel counts 2 MiB huge pages.
+const SYSFS: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+/// The file in the state directory that holds how many pages are ours.
+pub const RECORD_FILE: &str = "hugetlb_pool";
+
+/// The kernel's counts of 2 MiB pages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// The persistent pool: `nr_hugepages` less `surplus_hugepages` (pages
+    /// in use that go when freed), which is what writing `nr_hugepages`
+    /// sets.
+    pub total: u64,
+    /// `free_hugepages`.
+    pub free: u64,
+    /// `resv_hugepages`: free pages promised to mappings already made.
+    pub reserved: u64,
+}
+
+impl Counts {
+    /// Free pages that no mapping has been promised.
+    pub fn available(&self) -> u64 {
+        self.free.saturating_sub(self.reserved)
+    }
+}
+
+/// Why the pool cannot give `need` pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Pages the allocation needs.
+    pub need: u64,
+    /// Pages free for it now.
+    pub available: u64,
+    /// The most the pool may hold (`hugetlb_max`), or what it holds under
+    /// `manual`.
+    pub limit: u64,
+    /// The policy in force.
+    pub policy: PoolPolicy,
+}
+
+impl Shortfall {
+    /// The log line and error text: the numbers and what to do.
+    pub fn explain(&self) -> String {
+        let Shortfall {
+            need,
+            available,
+            limit,
+            ..
+        } = *self;
+        match self.policy {
+            PoolPolicy::Auto => format!(
+                "needs {need} huge pages, {available} are free and the pool can grow to \
+                 {limit} (hugetlb_max): raise hugetlb_max or free memory"
+            ),
+            PoolPolicy::Manual => format!(
+                "needs {need} huge pages, {available} of the pool's {limit} are free \
+                 (hugetlb_pool=manual): raise vm.nr_hugepages or mount with hugetlb_pool=auto"
+            ),
+        }
+    }
+}
+
+/// By how many pages the pool must grow so that `need` pages are free,
+/// given the kernel's `counts` and the ceiling `max_pages` on its size.
+pub fn plan(need: u64, counts: Counts, max_pages: u64) -> Result<u64, Shortfall> {
+    let available = counts.available();
+    if available >= need {
+        return Ok(0);
+    }
+    let grow = need - available;
+    if counts.total + grow > max_pages {
+        return Err(Shortfall {
+            need,
+            available,
+            limit: max_pages.max(counts.total),
+            policy: PoolPolicy::Auto,
+        });
+    }
+    Ok(grow)
+}
+
+/// The pool as this server manages it.
+#[derive(Debug)]
+pub struct HugePool {
+    /// `hugetlb_pool=`.
+    policy: PoolPolicy,
+    /// `hugetlb_max=`, in pages.
+    max_pages: u64,
+    /// Pages this server (or the one before it on the same state) added to
+    /// the pool and has not given back. Held while the pool is changed.
+    ours: Mutex<u64>,
+    /// Where `ours` is kept so that it outlives the server.
+    record: Option<PathBuf>,
+}
+
+fn read_count(name: &str) -> Result<u64, Errno> {
+    let text = fs::read_to_string(Path::new(SYSFS).join(name))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    text.trim().parse().map_err(|_| Errno::EIO)
+}
+
+fn write_total(pages: u64) -> Result<(), Errno> {
+    fs::write(Path::new(SYSFS).join("nr_hugepages"), pages.to_string())
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+}
+
+/// The persistent pool size (what writing `nr_hugepages` sets).
+fn persistent() -> Result<u64, Errno> {
+    Ok(read_count("nr_hugepages")?.saturating_sub(read_count("surplus_hugepages")?))
+}
+
+/// The kernel's counts now.
+pub fn counts() -> Result<Counts, Errno> {
+    Ok(Counts {
+        total: persistent()?,
+        free: read_count("free_hugepages")?,
+        reserved: read_count("resv_hugepages")?,
+    })
+}
+
+/// Huge pages needed to hold `bytes`.
+pub fn pages_for(bytes: u64) -> u64 {
+    bytes.div_ceil(HUGE_PAGE_SIZE)
+}
+
+impl HugePool {
+    /// A pool under `policy`, grown to at most `max_pages`; `record` is
+    /// where the pages it added are kept across restarts (read now).
+    /// `fresh` (nothing of a previous server is adopted) gives back what
+    /// the record says a previous server added.
+    pub fn new(policy: PoolPolicy, max_pages: u64, record: Option<PathBuf>, fresh: bool) -> Self {
+        let ours = record
+            .as_deref()
+            .and_then(|p| fs::read_to_string(p).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let pool = HugePool {
+            policy,
+            max_pages,
+            ours: Mutex::new(ours),
+            record,
+        };
+        if ours > 0 {
+            if fresh {
+                pool.give_back(ours);
+            } else {
+                info!("hugetlb pool: {ours} pages were added by a previous server for the regions adopted");
+            }
+        }
+        pool
+    }
+
+    /// What [`mshare_uapi::POOL_XATTR`] reads as.
+    pub fn status(&self) -> PoolStatus {
+        PoolStatus {
+            policy: self.policy,
+            max_pages: self.max_pages,
+            ours: *self.ours.lock(),
+        }
+    }
+
+    fn save(&self, ours: u64) {
+        if let Some(path) = &self.record {
+            let tmp = path.with_extension("new");
+            let res = fs::write(&tmp, format!("{ours}\n")).and_then(|()| fs::rename(&tmp, path));
+            if let Err(e) = res {
+                warn!(
+                    "cannot record the hugetlb pages added ({ours}) in {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    /// Makes `need` pages free (growing the pool under `auto`), then runs
+    /// `allocate` while no other allocation can take them. Pages added but
+    /// not used by `allocate` (its result says how many it used) are given
+    /// back; all of them if it fails.
+    pub fn with_pages<T>(
+        &self,
+        need: u64,
+        allocate: impl FnOnce() -> Result<(T, u64), Fail>,
+    ) -> Result<T, Fail> {
+        let mut ours = self.ours.lock();
+        let grown = self.grow(need, &mut ours)?;
+        let res = allocate();
+        let unused = match &res {
+            Ok((_, used)) => grown.saturating_sub(*used),
+            Err(_) => grown,
+        };
+        if unused > 0 {
+            self.shrink(unused, &mut ours);
+        }
+        if grown > 0 || unused > 0 {
+            self.save(*ours);
+        }
+        res.map(|(v, _)| v)
+    }
+
+    /// Grows the pool so that `need` pages are free (`auto`); the pages
+    /// added.
+    fn grow(&self, need: u64, ours: &mut u64) -> Result<u64, Fail> {
+        if need == 0 {
+            return Ok(0);
+        }
+        let now = counts().map_err(|e| Fail::with(e, format!("cannot read {SYSFS}: {e}")))?;
+        let grow = match self.policy {
+            PoolPolicy::Auto => plan(need, now, self.max_pages),
+            PoolPolicy::Manual if now.available() >= need => Ok(0),
+            PoolPolicy::Manual => Err(Shortfall {
+                need,
+                available: now.available(),
+                limit: now.total,
+                policy: PoolPolicy::Manual,
+            }),
+        }
+        .map_err(|s| {
+            warn!("hugetlb pool: {}", s.explain());
+            Fail::with(Errno::ENOMEM, s.explain())
+        })?;
+        if grow == 0 {
+            return Ok(0);
+        }
+        let want = now.total + grow;
+        let write = |pages| {
+            write_total(pages)
+                .map_err(|e| Fail::with(e, format!("cannot set vm.nr_hugepages: {e}")))
+        };
+        write(want)?;
+        if persistent().unwrap_or(0) < want {
+            // Free memory is there but not in 2 MiB blocks: compact, retry.
+            let _ = fs::write("/proc/sys/vm/compact_memory", "1");
+            write(want)?;
+        }
+        let got = persistent().unwrap_or(0);
+        if got < want {
+            let _ = write_total(now.total);
+            let why = format!(
+                "needs {need} huge pages, {} are free and the kernel could grow the pool only \
+                 to {got} of {want}: free memory (or reserve at boot with hugepages=)",
+                now.available()
+            );
+            warn!("hugetlb pool: {why}");
+            return Err(Fail::with(Errno::ENOMEM, why));
+        }
+        *ours += grow;
+        info!(
+            "hugetlb pool: grew by {grow} pages to {want} ({} ours)",
+            *ours
+        );
+        Ok(grow)
+    }
+
+    /// Gives back up to `pages` of the pages this server added (pages in
+    /// use become surplus and go when they are freed).
+    fn shrink(&self, pages: u64, ours: &mut u64) {
+        let n = pages.min(*ours);
+        if n == 0 {
+            return;
+        }
+        let res = persistent().and_then(|t| write_total(t.saturating_sub(n)));
+        match res {
+            Ok(()) => {
+                *ours -= n;
+                info!("hugetlb pool: gave back {n} pages ({} ours)", *ours);
+            }
+            Err(e) => warn!("hugetlb pool: cannot give back {n} pages: {e}"),
+        }
+    }
+
+    /// Gives back up to `pages` pages after hugetlb memory was freed.
+    pub fn give_back(&self, pages: u64) {
+        if pages == 0 {
+            return;
+        }
+        let mut ours = self.ours.lock();
+        let before = *ours;
+        self.shrink(pages, &mut ours);
+        if *ours != before {
+            self.save(*ours);
+        }
+    }
+
+    /// Gives back every page this server added (after a clean unmount
+    /// freed every region).
+    pub fn give_back_all(&self) {
+        let ours = *self.ours.lock();
+        self.give_back(ours);
+    }
+
+    /// Grows the pool now so that `bytes` of hugetlb memory are free
+    /// (root's `msharectl pool --reserve`); under `manual`, `EPERM`.
+    pub fn reserve(&self, bytes: u64) -> Result<(), Fail> {
+        if self.policy == PoolPolicy::Manual {
+            return Err(Fail::new(
+                Errno::EPERM,
+                "hugetlb_pool=manual: the administrator sizes vm.nr_hugepages",
+            ));
+        }
+        // Nothing is allocated: the pages stay free, and ours.
+        let mut ours = self.ours.lock();
+        let grown = self.grow(pages_for(bytes), &mut ours)?;
+        if grown > 0 {
+            self.save(*ours);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(total: u64, free: u64, reserved: u64) -> Counts {
+        Counts {
+            total,
+            free,
+            reserved,
+        }
+    }
+
+    #[test]
+    fn grows_by_what_the_free_pages_lack() {
+        assert_eq!(plan(10, counts(0, 0, 0), 100), Ok(10));
+        assert_eq!(plan(10, counts(20, 20, 0), 100), Ok(0));
+        assert_eq!(
+            plan(10, counts(20, 15, 10), 100),
+            Ok(5),
+            "reserved pages are not free"
+        );
+        assert_eq!(plan(0, counts(0, 0, 0), 0), Ok(0));
+    }
+
+    #[test]
+    fn the_ceiling_is_an_error_with_the_numbers() {
+        let s = plan(512, counts(100, 10, 0), 300).unwrap_err();
+        assert_eq!((s.need, s.available, s.limit), (512, 10, 300));
+        assert_eq!(
+            s.explain(),
+            "needs 512 huge pages, 10 are free and the pool can grow to 300 (hugetlb_max): \
+             raise hugetlb_max or free memory"
+        );
+        assert_eq!(
+            plan(200, counts(100, 10, 0), 290),
+            Ok(190),
+            "exactly at the ceiling"
+        );
+        assert!(plan(200, counts(100, 10, 0), 289).is_err());
+        // A pool the administrator made larger than the ceiling.
+        assert_eq!(plan(5, counts(400, 1, 0), 300).unwrap_err().limit, 400);
+    }
+
+    #[test]
+    fn pages_round_up() {
+        assert_eq!(pages_for(0), 0);
+        assert_eq!(pages_for(1), 1);
+        assert_eq!(pages_for(HUGE_PAGE_SIZE * 3), 3);
+    }
+}
