@@ -8,6 +8,9 @@
 #   PREFIX/include/mshare.h, PREFIX/lib/libmshare.{so,a}, PREFIX/lib/pkgconfig/mshare.pc
 #   PREFIX/share/man/man8/msharefs.8, PREFIX/share/man/man1/msharectl*.1
 #   PREFIX/lib/systemd/system/msharefs.service   (mounts /run/mshare at boot)
+#   PREFIX/share/bash-completion/completions/msharectl,
+#   PREFIX/share/zsh/site-functions/_msharectl,
+#   PREFIX/share/fish/vendor_completions.d/msharectl.fish   (shell completions)
 #   PREFIX/share/msharefs/installed      the list of files, for --uninstall
 # and installs Debian's fuse3 (mount.fuse3) if it is missing.
 #
@@ -59,15 +62,21 @@ staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
 "$from/msharefs" --generate-man "$staging"
 "$from/msharectl" generate-man "$staging"
+"$from/msharectl" generate-completions "$staging/completions"
 sed "s|@SBINDIR@|$prefix/sbin|" msharefs/systemd/msharefs.service.in > "$staging/msharefs.service"
 
 install -d "$prefix/sbin" "$prefix/bin" "$prefix/share/man/man8" "$prefix/share/man/man1" \
-    "$prefix/lib/systemd/system" "$prefix/share/msharefs"
+    "$prefix/lib/systemd/system" "$prefix/share/msharefs" \
+    "$prefix/share/bash-completion/completions" "$prefix/share/zsh/site-functions" \
+    "$prefix/share/fish/vendor_completions.d"
 install -m 755 "$from/msharefs" "$prefix/sbin/msharefs"
 install -m 755 "$from/msharectl" "$prefix/bin/msharectl"
 install -m 644 "$staging/msharefs.8" "$prefix/share/man/man8/msharefs.8"
 install -m 644 "$staging"/msharectl*.1 "$prefix/share/man/man1/"
 install -m 644 "$staging/msharefs.service" "$prefix/lib/systemd/system/msharefs.service"
+install -m 644 "$staging/completions/msharectl.bash" "$prefix/share/bash-completion/completions/msharectl"
+install -m 644 "$staging/completions/_msharectl" "$prefix/share/zsh/site-functions/_msharectl"
+install -m 644 "$staging/completions/msharectl.fish" "$prefix/share/fish/vendor_completions.d/msharectl.fish"
 bash tools/install-libmshare.sh --prefix "$prefix" --from "$from" >/dev/null
 {
     echo "$prefix/sbin/msharefs"
@@ -75,6 +84,9 @@ bash tools/install-libmshare.sh --prefix "$prefix" --from "$from" >/dev/null
     echo "$prefix/share/man/man8/msharefs.8"
     for f in "$staging"/msharectl*.1; do echo "$prefix/share/man/man1/${f##*/}"; done
     echo "$prefix/lib/systemd/system/msharefs.service"
+    echo "$prefix/share/bash-completion/completions/msharectl"
+    echo "$prefix/share/zsh/site-functions/_msharectl"
+    echo "$prefix/share/fish/vendor_completions.d/msharectl.fish"
     echo "$prefix/include/mshare.h"
     for f in "$prefix"/lib/libmshare.*; do echo "$f"; done
     echo "$prefix/lib/pkgconfig/mshare.pc"

@@ -1,29 +1,55 @@
 //! `msharectl`: the msharefs command line for shell scripts and operators,
 //! a thin layer over libmshare.
 //!
-//! Exit status: 0 success, 1 an operation failed (the message names it and
-//! the errno), 2 bad usage. A closed stdout (`msharectl list | head`) is not
-//! an error.
+//! Exit status: 0 success, 1 an operation failed (the message names it,
+//! the region and the errno), 2 bad usage, 3 no such region, 4 the region
+//! exists already. A closed stdout (`msharectl list | head`) is not an
+//! error.
 #![deny(unsafe_code)]
 
 mod bench;
+mod ksm;
+mod mappers;
+mod names;
+mod pool;
+mod procfs;
+mod regions;
+mod transfer;
 
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use indicatif::BinaryBytes;
 use libmshare::{CreateOptions, Mount};
-use mshare_uapi::{parse_size, Backing, INFO_FILE_NAME};
+use mshare_uapi::{parse_size, Backing, HUGE_PAGE_SIZE};
+use nix::errno::Errno;
+use serde::Serialize;
 
-/// Create, inspect and remove msharefs regions.
+use crate::regions::RegionReport;
+
+const EPILOGUE: &str = "\
+Sizes take K, M, G, T suffixes (4096, 2M, 1G). Queries print tab-separated
+text, or JSON with --json; names are escaped in text (\\t, \\n, \\\\, \\xHH) so
+that no name can forge a row.
+
+Exit status: 0 success; 1 an operation failed; 2 bad usage; 3 no such region;
+4 the region exists already.";
+
+/// Create, fill, inspect and remove msharefs regions; see who maps them,
+/// the hugetlb pool and KSM.
 #[derive(Parser, Debug)]
-#[command(name = "msharectl", version)]
+#[command(name = "msharectl", version, after_help = EPILOGUE)]
 struct Cli {
     /// The msharefs mount [default: $MSHARE_DIR, else the first
     /// fuse.msharefs mount, else /run/mshare].
     #[arg(short = 'd', long = "dir", value_name = "DIR", global = true)]
     dir: Option<PathBuf>,
+    /// Print JSON instead of text (queries, create and bench).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,12 +63,25 @@ enum Command {
         /// Where to write them.
         dir: PathBuf,
     },
+    /// Write bash, zsh and fish completions into DIR (tools/install.sh
+    /// installs them).
+    #[command(hide = true)]
+    GenerateCompletions {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// Print the mount and its alignment.
     Info,
     /// List regions: name, start, size, backing, allocated memory.
     #[command(alias = "ls")]
-    List,
+    List {
+        /// Also who maps each region: processes, resident memory, page
+        /// tables, and what 4 KiB pages would cost.
+        #[arg(short = 'l', long = "long")]
+        long: bool,
+    },
     /// Create a region with one object over all of it, ready to map.
+    /// Quiet on success (--json prints the region).
     Create {
         /// Region name (may contain directories that exist).
         name: String,
@@ -55,29 +94,97 @@ enum Command {
         /// Backing [default: the mount's backing=].
         #[arg(long, value_name = "KIND")]
         backing: Option<Backing>,
-        /// Permission bits, octal.
+        /// Permission bits, octal; set exactly (the umask does not apply).
         #[arg(long, default_value = "600", value_parser = parse_mode)]
         mode: u32,
         /// Do not create the object over the whole region.
         #[arg(long)]
         no_object: bool,
     },
-    /// Print one region's start, size, backing and allocated memory.
+    /// Print one region: layout, memory, and the processes that map it
+    /// (pid, uid, bytes mapped and resident, page tables).
     Show {
         /// Region name.
         name: String,
     },
-    /// Compare attach time, page tables and the control plane with POSIX
-    /// shm, SysV hugetlb and a hugetlb memfd, side by side (root: starts a
-    /// private msharefs, not the -d mount, and sizes the hugetlb pool, then
-    /// puts both back).
-    Bench(bench::BenchArgs),
+    /// Copy standard input into a region (from --offset); quiet on
+    /// success.
+    Write {
+        /// Region name.
+        name: String,
+        /// Where in the region to start, in bytes.
+        #[arg(long, default_value = "0", value_parser = parse_size)]
+        offset: u64,
+    },
+    /// Copy a region (from --offset, --length bytes or to its end) to
+    /// standard output.
+    Read {
+        /// Region name.
+        name: String,
+        /// Where in the region to start, in bytes.
+        #[arg(long, default_value = "0", value_parser = parse_size)]
+        offset: u64,
+        /// How many bytes [default: to the end of the region].
+        #[arg(long, value_parser = parse_size)]
+        length: Option<u64>,
+    },
     /// Remove regions (their memory goes with the last mapping).
     #[command(alias = "rm")]
     Remove {
         /// Region names.
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Show the hugetlb pool: the kernel's counts (2 MiB pages), the
+    /// server's policy and ceiling, and the pages the server added.
+    Pool {
+        /// Have the server grow the pool now so that SIZE is free for
+        /// hugetlb regions (root, hugetlb_pool=auto).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        reserve: Option<u64>,
+    },
+    /// Kernel same-page merging of private memory: show it, run a
+    /// command with it, start or stop the scanner.
+    Ksm {
+        #[command(subcommand)]
+        action: Option<KsmAction>,
+    },
+    /// One line: the memory msharefs regions and KSM save together.
+    Stat,
+    /// Compare attach time, page tables and the control plane with POSIX
+    /// shm, SysV hugetlb and a hugetlb memfd, side by side (root: starts a
+    /// private msharefs, not the -d mount, and sizes the hugetlb pool, then
+    /// puts both back).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum KsmAction {
+    /// Show the scanner, what it merged and saved, and the processes it
+    /// merges for, most merged first (the default).
+    Show,
+    /// Run COMMAND with merging on for it and its children
+    /// (prctl(PR_SET_MEMORY_MERGE), kept across fork and exec).
+    Run {
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+    /// Start the scanner (root).
+    Start {
+        /// Pages to scan per wake-up.
+        #[arg(long, value_name = "N")]
+        pages_to_scan: Option<u64>,
+        /// Milliseconds between wake-ups.
+        #[arg(long, value_name = "MS")]
+        sleep_millisecs: Option<u64>,
+    },
+    /// Stop the scanner (root); merged pages stay merged unless
+    /// --unmerge.
+    Stop {
+        /// Unmerge every merged page first.
+        #[arg(long)]
+        unmerge: bool,
     },
 }
 
@@ -87,12 +194,29 @@ enum Error {
     /// A libmshare operation failed.
     #[error(transparent)]
     Mshare(#[from] libmshare::Error),
+    /// Creating a hugetlb region failed for want of huge pages.
+    #[error("{source}: {hint}")]
+    Pages {
+        /// What failed.
+        source: libmshare::Error,
+        /// The pool's numbers and what to do.
+        hint: String,
+    },
     /// Reading the mount or writing the output failed.
     #[error(transparent)]
     Io(#[from] io::Error),
     /// The arguments do not fit the mount.
     #[error("{0}")]
     Usage(String),
+    /// The hugetlb pool could not be read or grown.
+    #[error(transparent)]
+    Pool(#[from] pool::PoolError),
+    /// A KSM operation failed.
+    #[error("ksm: {0}")]
+    Ksm(#[from] ksm::KsmError),
+    /// `read` or `write` failed.
+    #[error(transparent)]
+    Transfer(#[from] transfer::TransferError),
     /// The benchmark could not run or finish.
     #[error("bench: {0}")]
     Bench(#[from] bench::BenchError),
@@ -101,15 +225,30 @@ enum Error {
 impl Error {
     /// The documented exit status.
     fn exit_code(&self) -> u8 {
-        match self {
-            Error::Usage(_) => 2,
+        let region_errno = match self {
+            Error::Mshare(e)
+            | Error::Transfer(transfer::TransferError::Map(e))
+            | Error::Pages { source: e, .. } => match e {
+                libmshare::Error::Path { .. } | libmshare::Error::Region { .. } => Some(e.errno()),
+                _ => None,
+            },
+            _ => None,
+        };
+        match (self, region_errno) {
+            (Error::Usage(_), _) | (Error::Transfer(transfer::TransferError::Range { .. }), _) => 2,
+            (_, Some(Errno::ENOENT)) => 3,
+            (_, Some(Errno::EEXIST)) => 4,
             _ => 1,
         }
     }
 
     /// Whether the reader of our output went away (not an error).
     fn is_broken_pipe(&self) -> bool {
-        matches!(self, Error::Io(e) if e.kind() == io::ErrorKind::BrokenPipe)
+        let io = match self {
+            Error::Io(e) | Error::Transfer(transfer::TransferError::Io(e)) => e,
+            _ => return false,
+        };
+        io.kind() == io::ErrorKind::BrokenPipe
     }
 }
 
@@ -128,73 +267,229 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("'{s}' is not an octal mode"))
 }
 
-/// Memory allocated to the region at `path`, asked of the server now
-/// (the kernel may cache `st_blocks` for a second).
-fn allocated_bytes(path: &Path) -> io::Result<u64> {
-    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
-    let st = statx(CWD, path, AtFlags::STATX_FORCE_SYNC, StatxFlags::BLOCKS)?;
-    Ok(st.stx_blocks * 512)
+/// Prints `value` as JSON or as `text()`.
+fn emit<T: Serialize>(
+    out: &mut impl Write,
+    json: bool,
+    value: &T,
+    text: impl FnOnce(&T) -> String,
+) -> Result<(), Error> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, value).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", text(value))?;
+    }
+    Ok(())
 }
 
-/// One line of `list` / `show`.
-fn describe(mount: &Mount, name: &str) -> String {
-    let path = mount.dir().join(name);
-    let allocated = allocated_bytes(&path).map_or("-".to_string(), |b| b.to_string());
-    match mount.open(name, true) {
-        Ok(region) => {
-            let backing = region.backing().map_or("?", Backing::as_str);
-            match region.info() {
-                Ok(i) => format!("{name}\t{:#x}\t{}\t{backing}\t{allocated}", i.start, i.size),
-                Err(_) => format!("{name}\t-\t0\t{backing}\t{allocated}"),
-            }
-        }
-        Err(e) => format!("{name}\t?\t?\t?\t{allocated}\t({e})"),
+/// Says on stderr that some processes could not be looked at.
+fn warn_uninspected(n: usize) {
+    if n > 0 {
+        let hint = if nix::unistd::geteuid().is_root() {
+            ""
+        } else {
+            "; run as root to count them"
+        };
+        eprintln!(
+            "msharectl: {n} processes could not be inspected (permission denied) and may map \
+             regions too{hint}"
+        );
     }
 }
 
-fn regions(dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = format!("{prefix}{}", e.file_name().to_string_lossy());
-        if e.file_type()?.is_dir() {
-            regions(&e.path(), &format!("{name}/"), out)?;
-        } else if name != INFO_FILE_NAME {
-            out.push(name);
+/// Every region of `mount`, as reported.
+fn all_regions(mount: &Mount) -> Result<Vec<RegionReport>, Error> {
+    let mut names = Vec::new();
+    regions::names(mount.dir(), "".as_ref(), &mut names)?;
+    Ok(names
+        .iter()
+        .map(|raw| regions::report(mount, &raw.to_string_lossy(), raw))
+        .collect())
+}
+
+fn generate_completions(dir: &Path) -> io::Result<()> {
+    use clap_complete::Shell;
+    std::fs::create_dir_all(dir)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "msharectl", dir)?;
+    }
+    Ok(())
+}
+
+/// Creates region `name` with the mode bits exactly as given.
+fn create(
+    mount: &Mount,
+    name: &str,
+    start: u64,
+    size: u64,
+    opts: &CreateOptions,
+) -> Result<(), Error> {
+    if size == 0 || size % mount.alignment() != 0 {
+        return Err(Error::Usage(format!(
+            "the size must be a non-zero multiple of the alignment ({} bytes)",
+            mount.alignment()
+        )));
+    }
+    // `--mode` means the bits given, as `install -m` and `mkdir -m` do.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    let made = mount.create(name, start, size, opts);
+    nix::sys::stat::umask(old);
+    match made {
+        Ok(_) => Ok(()),
+        Err(e)
+            if e.errno() == Errno::ENOMEM
+                && opts.backing != Some(Backing::Thp)
+                && opts.backing != Some(Backing::Shmem) =>
+        {
+            match pool::read(mount.dir()) {
+                Ok(p) => Err(Error::Pages {
+                    source: e,
+                    hint: pool::shortfall(&p, size.div_ceil(HUGE_PAGE_SIZE)),
+                }),
+                Err(_) => Err(e.into()),
+            }
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The `stat` line's figures.
+#[derive(Debug, Serialize)]
+struct Stat {
+    regions: usize,
+    allocated: u64,
+    mappers: usize,
+    page_tables: u64,
+    page_tables_4k: u64,
+    page_tables_saved: u64,
+    ksm_saved: Option<u64>,
+    saved: u64,
+    uninspected: usize,
+}
+
+fn stat(mount: &Mount) -> Result<Stat, Error> {
+    let mut all = all_regions(mount)?;
+    regions::add_usage(&mut all);
+    let usages = all.iter().filter_map(|r| r.usage.as_ref());
+    let mut pids: Vec<u32> = usages
+        .clone()
+        .flat_map(|u| u.mappers.iter().map(|m| m.pid))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let page_tables = usages.clone().map(|u| u.page_tables).sum();
+    let page_tables_4k: u64 = usages.clone().map(|u| u.page_tables_4k).sum();
+    let page_tables_saved = page_tables_4k.saturating_sub(page_tables);
+    let ksm_saved = ksm::read().ok().map(|k| k.saved());
+    Ok(Stat {
+        regions: all.len(),
+        allocated: all.iter().filter_map(|r| r.allocated).sum(),
+        mappers: pids.len(),
+        page_tables,
+        page_tables_4k,
+        page_tables_saved,
+        ksm_saved,
+        saved: page_tables_saved + ksm_saved.unwrap_or(0),
+        uninspected: usages.map(|u| u.uninspected).max().unwrap_or(0),
+    })
+}
+
+impl Stat {
+    fn line(&self) -> String {
+        let ksm = self
+            .ksm_saved
+            .map_or("not available".into(), |b| BinaryBytes(b).to_string());
+        format!(
+            "{} regions, {} allocated, mapped by {} processes; page tables {} instead of {} \
+             (saved {}); KSM saved {ksm}; saved in all {}\n",
+            self.regions,
+            BinaryBytes(self.allocated),
+            self.mappers,
+            BinaryBytes(self.page_tables),
+            BinaryBytes(self.page_tables_4k),
+            BinaryBytes(self.page_tables_saved),
+            BinaryBytes(self.saved),
+        )
+    }
+}
+
+/// The mount and its alignment.
+#[derive(Debug, Serialize)]
+struct Info {
+    mount: PathBuf,
+    alignment: u64,
+}
+
+fn ksm_command(action: Option<KsmAction>, json: bool, out: &mut impl Write) -> Result<(), Error> {
+    match action.unwrap_or(KsmAction::Show) {
+        KsmAction::Show => {
+            let k = ksm::read()?;
+            emit(out, json, &k, ksm::Ksm::table)?;
+            warn_uninspected(k.uninspected);
+        }
+        KsmAction::Run { command } => return Err(ksm::run(&command).into()),
+        KsmAction::Start {
+            pages_to_scan,
+            sleep_millisecs,
+        } => ksm::control(ksm::Control::Start {
+            pages_to_scan,
+            sleep_millisecs,
+        })?,
+        KsmAction::Stop { unmerge: false } => ksm::control(ksm::Control::Stop)?,
+        KsmAction::Stop { unmerge: true } => ksm::control(ksm::Control::StopUnmerge)?,
     }
     Ok(())
 }
 
 fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
-    if let Command::GenerateMan { dir } = &cli.command {
-        use clap::CommandFactory;
-        return Ok(clap_mangen::generate_to(Cli::command(), dir)?);
-    }
-    if let Command::Bench(args) = &cli.command {
-        let report = bench::run(args)?;
-        if args.json {
-            serde_json::to_writer_pretty(&mut *out, &report).map_err(io::Error::from)?;
-            writeln!(out)?;
-        } else {
-            write!(out, "{}", report.table())?;
+    let json = cli.json;
+    match cli.command {
+        Command::GenerateMan { dir } => {
+            std::fs::create_dir_all(&dir)?;
+            return Ok(clap_mangen::generate_to(Cli::command(), dir)?);
         }
-        return Ok(());
+        Command::GenerateCompletions { dir } => return Ok(generate_completions(&dir)?),
+        Command::Bench(args) => {
+            let report = bench::run(&args)?;
+            return emit(out, json, &report, |r| r.table());
+        }
+        Command::Ksm { action } => return ksm_command(action, json, out),
+        _ => {}
     }
     let mount = Mount::find(cli.dir.as_deref())?;
     match cli.command {
-        Command::GenerateMan { .. } | Command::Bench(_) => unreachable!("handled above"),
+        Command::GenerateMan { .. }
+        | Command::GenerateCompletions { .. }
+        | Command::Bench(_)
+        | Command::Ksm { .. } => unreachable!("handled above"),
         Command::Info => {
-            writeln!(out, "mount\t{}", mount.dir().display())?;
-            writeln!(out, "alignment\t{}", mount.alignment())?;
+            let info = Info {
+                mount: mount.dir().to_path_buf(),
+                alignment: mount.alignment(),
+            };
+            emit(out, json, &info, |i| {
+                format!("mount\t{}\nalignment\t{}\n", i.mount.display(), i.alignment)
+            })?;
         }
-        Command::List => {
-            let mut names = Vec::new();
-            regions(mount.dir(), "", &mut names)?;
-            writeln!(out, "NAME\tSTART\tSIZE\tBACKING\tALLOCATED")?;
-            for name in names {
-                writeln!(out, "{}", describe(&mount, &name))?;
+        Command::List { long } => {
+            let mut all = all_regions(&mount)?;
+            if long {
+                regions::add_usage(&mut all);
             }
+            emit(out, json, &all, |all| {
+                let mut s = format!("{}\n", RegionReport::header(long));
+                for r in all {
+                    s.push_str(&r.row());
+                    s.push('\n');
+                }
+                s
+            })?;
+            warn_uninspected(
+                all.first()
+                    .and_then(|r| r.usage.as_ref())
+                    .map_or(0, |u| u.uninspected),
+            );
         }
         Command::Create {
             name,
@@ -204,30 +499,65 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
             mode,
             no_object,
         } => {
-            if size == 0 || size % mount.alignment() != 0 {
-                return Err(Error::Usage(format!(
-                    "the size must be a non-zero multiple of the alignment ({} bytes)",
-                    mount.alignment()
-                )));
-            }
             let opts = CreateOptions {
                 backing,
                 mode,
                 exclusive: true,
                 whole_object: !no_object,
             };
-            let region = mount.create(&name, start.unwrap_or(0), size, &opts)?;
-            let info = region.info()?;
-            writeln!(out, "{name}\t{:#x}\t{}", info.start, info.size)?;
+            create(&mount, &name, start.unwrap_or(0), size, &opts)?;
+            if json {
+                let r = regions::report(&mount, &name, name.as_ref());
+                emit(out, json, &r, |_| String::new())?;
+            }
         }
         Command::Show { name } => {
-            mount.open(&name, true)?; // report a missing region as an error
-            writeln!(out, "{}", describe(&mount, &name))?;
+            // A missing region is an error; one this user may not open is
+            // still shown (its memory and who maps it).
+            let path = mount.path(&name)?;
+            std::fs::symlink_metadata(&path).map_err(|e| libmshare::Error::Path {
+                op: "looking up",
+                path,
+                errno: libmshare::errno_of(&e),
+            })?;
+            let mut r = [regions::report(&mount, &name, name.as_ref())];
+            regions::add_usage(&mut r);
+            emit(out, json, &r[0], RegionReport::details)?;
+            warn_uninspected(r[0].usage.as_ref().map_or(0, |u| u.uninspected));
+        }
+        Command::Write { name, offset } => {
+            let region = mount.open(&name, false)?;
+            let stdin = io::stdin();
+            let len = nix::sys::stat::fstat(&stdin)
+                .ok()
+                .filter(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG)
+                .map(|s| s.st_size as u64);
+            transfer::write(&region, offset, &mut stdin.lock(), len)?;
+        }
+        Command::Read {
+            name,
+            offset,
+            length,
+        } => {
+            let region = mount.open(&name, true)?;
+            transfer::read(&region, offset, length, out)?;
         }
         Command::Remove { names } => {
             for name in names {
                 mount.remove(&name)?;
             }
+        }
+        Command::Pool { reserve } => {
+            if let Some(size) = reserve {
+                pool::reserve(mount.dir(), size)?;
+            } else {
+                emit(out, json, &pool::read(mount.dir())?, pool::Pool::table)?;
+            }
+        }
+        Command::Stat => {
+            let s = stat(&mount)?;
+            emit(out, json, &s, Stat::line)?;
+            warn_uninspected(s.uninspected);
         }
     }
     Ok(())

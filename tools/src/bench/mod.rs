@@ -92,9 +92,6 @@ pub struct BenchArgs {
     /// else in PATH].
     #[arg(long, value_name = "PATH")]
     pub server: Option<PathBuf>,
-    /// Print the report as JSON (on stdout) instead of the table.
-    #[arg(long)]
-    pub json: bool,
     /// Draw page tables per process and wall time against N into FILE.svg.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
@@ -110,20 +107,6 @@ fn server_binary(args: &BenchArgs) -> PathBuf {
         .and_then(|e| Some(e.parent()?.join("msharefs")))
         .filter(|p| p.exists())
         .unwrap_or_else(|| PathBuf::from("msharefs"))
-}
-
-/// The number in the `key:` line of a `/proc` file's `text` (a
-/// `/proc/meminfo` or `/proc/PID/status` figure, in kB or pages).
-fn proc_field(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// A `/proc/meminfo` figure (0 if it cannot be read).
-fn meminfo(key: &str) -> u64 {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    proc_field(&text, key).unwrap_or(0)
 }
 
 /// Says what the benchmark does, on stderr (stdout is the report).

@@ -23,7 +23,7 @@ pub struct Figure {
 
 /// `PageTables` of /proc/meminfo, kB.
 fn page_tables_kb() -> u64 {
-    super::meminfo("PageTables")
+    crate::procfs::meminfo("PageTables")
 }
 
 /// `PageTables` once it has stopped shrinking: the page tables of exited

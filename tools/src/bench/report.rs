@@ -159,7 +159,7 @@ fn machine() -> Machine {
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mem_kb = super::meminfo("MemTotal") as f64;
+    let mem_kb = crate::procfs::meminfo("MemTotal") as f64;
     Machine {
         kernel,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -94,7 +94,7 @@ impl PrivateServer {
     pub fn rss_and_fds(&self) -> (u64, u64) {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let rss = super::proc_field(&status, "VmRSS").unwrap_or(0);
+        let rss = crate::procfs::field(&status, "VmRSS").unwrap_or(0);
         let fds =
             std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count() as u64);
         (rss, fds)
@@ -147,7 +147,7 @@ fn read_pool() -> Result<u64, BenchError> {
 
 /// Free huge pages now.
 fn free_pages() -> u64 {
-    super::meminfo("HugePages_Free")
+    crate::procfs::meminfo("HugePages_Free")
 }
 
 impl Pool {
