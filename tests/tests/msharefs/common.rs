@@ -86,6 +86,11 @@ impl Attacker {
         assert_eq!(n, 1, "the attacker did not start");
         Attacker(pid)
     }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.0.as_raw() as u32
+    }
 }
 
 impl Drop for Attacker {

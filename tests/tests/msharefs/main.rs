@@ -10,6 +10,7 @@ mod memory;
 mod mounting;
 mod msharectl;
 mod namespace;
+mod operator;
 mod programs;
 mod restart;
 mod scale;

@@ -25,12 +25,16 @@ fn create_list_show_remove() {
         stdout(&ctl(&m, &["info"])),
         format!("mount\t{}\nalignment\t2097152\n", m.dir.display())
     );
+    let info: serde_json::Value =
+        serde_json::from_str(&stdout(&ctl(&m, &["info", "--json"]))).unwrap();
+    assert_eq!(info["alignment"], 2097152);
     assert_eq!(
         stdout(&ctl(&m, &["create", "a", "4M", "--start", "0x200000000"])),
-        "a\t0x200000000\t4194304\n"
+        "",
+        "quiet on success"
     );
     std::fs::create_dir(m.path("db")).unwrap();
-    let out = stdout(&ctl(
+    let made = stdout(&ctl(
         &m,
         &[
             "create",
@@ -40,9 +44,13 @@ fn create_list_show_remove() {
             "shmem",
             "--mode",
             "640",
+            "--json",
         ],
     ));
-    assert!(out.starts_with("db/b\t0x10000000000\t2097152"), "{out}");
+    let made: serde_json::Value = serde_json::from_str(&made).unwrap();
+    assert_eq!(made["start"], 0x100_0000_0000u64, "{made}");
+    assert_eq!(made["size"], 2097152);
+    assert_eq!(made["backing"], "shmem");
     let list = stdout(&ctl(&m, &["list"]));
     let lines: Vec<_> = list.lines().collect();
     assert_eq!(lines[0], "NAME\tSTART\tSIZE\tBACKING\tALLOCATED");
@@ -55,6 +63,10 @@ fn create_list_show_remove() {
         "{list}"
     );
     assert_eq!(lines.len(), 3);
+    let listed: serde_json::Value =
+        serde_json::from_str(&stdout(&ctl(&m, &["list", "--json"]))).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[1]["name"], "db/b");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(m.path("db/b"))
@@ -64,7 +76,11 @@ fn create_list_show_remove() {
             & 0o777,
         0o640
     );
-    assert!(stdout(&ctl(&m, &["show", "a"])).starts_with("a\t0x200000000\t4194304\tthp"));
+    let shown = stdout(&ctl(&m, &["show", "a"]));
+    assert!(
+        shown.starts_with("name\ta\nstart\t0x200000000\nsize\t4194304\nbacking\tthp\n"),
+        "{shown}"
+    );
     // The region is ready to map: one object covers it.
     let fd = open(&m.path("a"), libc::O_RDWR).unwrap();
     let map = Map::new(
@@ -81,7 +97,7 @@ fn create_list_show_remove() {
         Err(nix::errno::Errno::EINVAL),
         "already covered"
     );
-    stdout(&ctl(&m, &["rm", "a", "db/b"]));
+    assert_eq!(stdout(&ctl(&m, &["rm", "a", "db/b"])), "");
     assert!(!m.path("a").exists() && !m.path("db/b").exists());
 }
 
@@ -95,18 +111,28 @@ fn failures_have_messages_and_exit_codes() {
     let bad_kind = ctl(&m, &["create", "x", "2M", "--backing", "zram"]);
     assert_eq!(bad_kind.status.code(), Some(2));
     let missing = ctl(&m, &["show", "nosuch"]);
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(3), "no such region");
     let text = String::from_utf8_lossy(&missing.stderr);
     assert!(
-        text.starts_with("msharectl: opening")
+        text.starts_with("msharectl: looking up")
             && text.contains("nosuch")
             && text.contains("No such file"),
         "{text}"
     );
+    for args in [
+        &["read", "nosuch"][..],
+        &["rm", "nosuch"],
+        &["write", "nosuch"],
+    ] {
+        assert_eq!(ctl(&m, args).status.code(), Some(3), "{args:?}");
+    }
     stdout(&ctl(&m, &["create", "x", "2M"]));
     let twice = ctl(&m, &["create", "x", "2M"]);
-    assert_eq!(twice.status.code(), Some(1));
+    assert_eq!(twice.status.code(), Some(4), "the region exists");
     assert!(String::from_utf8_lossy(&twice.stderr).contains("File exists"));
+    let past = ctl(&m, &["read", "x", "--offset", "4M"]);
+    assert_eq!(past.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&past.stderr).contains("offset 4194304 is past its end"));
     let no_mount = Command::new(bin_dir().join("msharectl"))
         .args(["-d", "/nonexistent", "info"])
         .output()

@@ -77,12 +77,17 @@ fn install_then_mount_t_fstab_and_uninstall() {
         bash tools/install.sh --from {from}
         for f in sbin/msharefs bin/msharectl include/mshare.h lib/libmshare.so lib/libmshare.a \
                  lib/pkgconfig/mshare.pc share/man/man8/msharefs.8 share/man/man1/msharectl.1 \
+                 share/man/man1/msharectl-pool.1 share/man/man1/msharectl-ksm.1 \
+                 share/bash-completion/completions/msharectl share/zsh/site-functions/_msharectl \
+                 share/fish/vendor_completions.d/msharectl.fish \
                  lib/systemd/system/msharefs.service; do
             test -e /usr/local/$f || {{ echo "missing /usr/local/$f"; exit 1; }}
         done
         systemd-analyze verify /usr/local/lib/systemd/system/msharefs.service
         echo verified
         man -w msharefs
+        man -w msharectl-pool
+        grep -q -- --reserve /usr/local/share/bash-completion/completions/msharectl
         mount -t fuse.msharefs msharefs $t/mnt -o align=2M,state_dir=$t/st1
         echo "mount-t: $(cat $t/mnt/mshare_info)"
         /usr/local/bin/msharectl -d $t/mnt create r 2M
