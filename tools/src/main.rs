@@ -291,8 +291,9 @@ fn warn_uninspected(n: usize) {
         } else {
             "; run as root to count them"
         };
+        let processes = if n == 1 { "process" } else { "processes" };
         eprintln!(
-            "msharectl: {n} processes could not be inspected (permission denied) and may map \
+            "msharectl: {n} {processes} could not be inspected (permission denied) and may map \
              regions too{hint}"
         );
     }
