@@ -152,62 +152,61 @@ pub fn add_usage(regions: &mut [RegionReport]) {
     }
 }
 
+/// The fields every report has.
+const KEYS: [&str; 5] = ["name", "start", "size", "backing", "allocated"];
+/// The fields of who maps a region.
+const USAGE_KEYS: [&str; 4] = ["mappers", "resident", "page_tables", "page_tables_4k"];
+
 fn or_dash(v: Option<impl ToString>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
 impl RegionReport {
-    /// The header of [`Self::row`].
-    pub fn header(long: bool) -> &'static str {
-        if long {
-            "NAME\tSTART\tSIZE\tBACKING\tALLOCATED\tMAPPERS\tRESIDENT\tPAGE_TABLES\tPAGE_TABLES_4K"
-        } else {
-            "NAME\tSTART\tSIZE\tBACKING\tALLOCATED"
-        }
-    }
-
-    /// One tab-separated row; `-` where a value is unknown.
-    pub fn row(&self) -> String {
-        let mut s = format!(
-            "{}\t{}\t{}\t{}\t{}",
+    /// The values of a row and of the details, in the order of [`KEYS`]
+    /// (and [`USAGE_KEYS`] with `usage`), `-` where a value is unknown.
+    fn values(&self) -> Vec<String> {
+        let mut v = vec![
             escaped(&self.raw_name),
             self.start.map_or("-".into(), |s| format!("{s:#x}")),
-            self.size,
-            self.backing.as_deref().unwrap_or("?"),
+            self.size.to_string(),
+            self.backing.as_deref().unwrap_or("?").to_string(),
             or_dash(self.allocated),
-        );
+        ];
         if let Some(u) = &self.usage {
-            let _ = write!(
-                s,
-                "\t{}\t{}\t{}\t{}",
-                u.mappers.len(),
-                u.resident,
-                u.page_tables,
-                u.page_tables_4k
-            );
+            v.extend([
+                u.mappers.len().to_string(),
+                u.resident.to_string(),
+                u.page_tables.to_string(),
+                u.page_tables_4k.to_string(),
+            ]);
         }
-        s
+        v
+    }
+
+    /// `(key, value)` pairs.
+    fn fields(&self) -> impl Iterator<Item = (&'static str, String)> {
+        KEYS.into_iter().chain(USAGE_KEYS).zip(self.values())
+    }
+
+    /// The header of [`Self::row`] (`long`: with the usage columns).
+    pub fn header(long: bool) -> String {
+        let keys = KEYS.iter().chain(if long { &USAGE_KEYS[..] } else { &[] });
+        let keys: Vec<String> = keys.map(|k| k.to_uppercase()).collect();
+        keys.join("\t")
+    }
+
+    /// One tab-separated row.
+    pub fn row(&self) -> String {
+        self.values().join("\t")
     }
 
     /// `key value` lines, then the table of mapping processes.
     pub fn details(&self) -> String {
-        let mut s = format!(
-            "name\t{}\nstart\t{}\nsize\t{}\nbacking\t{}\nallocated\t{}\n",
-            escaped(&self.raw_name),
-            self.start.map_or("-".into(), |s| format!("{s:#x}")),
-            self.size,
-            self.backing.as_deref().unwrap_or("?"),
-            or_dash(self.allocated),
-        );
+        let mut s = String::new();
+        for (k, v) in self.fields() {
+            let _ = writeln!(s, "{k}\t{v}");
+        }
         if let Some(u) = &self.usage {
-            let _ = write!(
-                s,
-                "mappers\t{}\nresident\t{}\npage_tables\t{}\npage_tables_4k\t{}\n",
-                u.mappers.len(),
-                u.resident,
-                u.page_tables,
-                u.page_tables_4k
-            );
             if u.uninspected > 0 {
                 let _ = writeln!(s, "uninspected\t{}", u.uninspected);
             }

@@ -63,10 +63,7 @@ impl MshareFs {
             Errno::EPERM,
             "only root may grow the hugetlb pool",
         )?;
-        let text = std::str::from_utf8(value)
-            .unwrap_or("")
-            .trim_end_matches(['\0', '\n']);
-        let bytes = parse_size(text)
+        let bytes = parse_size(value_text(value))
             .map_err(|_| Fail::new(Errno::EINVAL, "hugetlb_reserve takes a size, e.g. 4G"))?;
         self.home.pool.reserve(bytes)
     }
@@ -90,10 +87,7 @@ impl MshareFs {
             Errno::EEXIST,
             "user.mshare.backing always exists",
         )?;
-        let text = std::str::from_utf8(value)
-            .unwrap_or("")
-            .trim_end_matches(['\0', '\n']);
-        let kind: Backing = text
+        let kind: Backing = value_text(value)
             .parse()
             .map_err(|_| Fail::new(Errno::EINVAL, "backing must be thp, shmem or hugetlb"))?;
         let kind = self.store.effective(kind);
@@ -125,6 +119,14 @@ impl MshareFs {
         debug!("region inode {}: backing is now {kind}", ino.0);
         Ok(())
     }
+}
+
+/// An attribute value as text, without the NUL or newline that tools
+/// add (`""` if it is not UTF-8, which no value accepts).
+fn value_text(value: &[u8]) -> &str {
+    std::str::from_utf8(value)
+        .unwrap_or("")
+        .trim_end_matches(['\0', '\n'])
 }
 
 /// Where `region`'s memory lives: its backing file's device and inode.
