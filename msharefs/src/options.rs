@@ -210,8 +210,8 @@ pub const OPTIONS: &[Spec] = &[
         name: "backing",
         value: Some("KIND"),
         help: "memory of new regions: thp (tmpfs huge=always, 2 MiB pages), shmem \
-               (4 KiB pages) or hugetlb (needs /proc/sys/vm/nr_hugepages; files cannot \
-               be mmapped, attach with libmshare)",
+               (4 KiB pages) or hugetlb (2 MiB pages from the hugetlb pool, see \
+               hugetlb_pool; files cannot be mmapped, attach with libmshare)",
         default: "thp",
         apply: |o, v| {
             o.backing = value(v, "thp, shmem or hugetlb")?
