@@ -63,6 +63,21 @@ struct mshare_token {
 #define MSHARE_TOKEN_HUGETLB	2
 #define MSHAREFS_GET_TOKEN	_IOR('x', 32, struct mshare_token)
 
+/*
+ * msharefs extension: size a new region and, with MSHARE_SETUP_OBJECT, map
+ * one read-write anonymous object over all of it, in one call instead of
+ * ftruncate (or MSHAREFS_SET_SIZE) + MSHAREFS_GET_SIZE + MSHAREFS_CREATE_MAPPING.
+ * In: start (0: the server chooses), size, flags. Out: the start in force.
+ */
+struct mshare_setup {
+	__u64 start;
+	__u64 size;
+	__u64 flags;		/* MSHARE_SETUP_* */
+};
+
+#define MSHARE_SETUP_OBJECT	1
+#define MSHAREFS_SETUP		_IOWR('x', 33, struct mshare_setup)
+
 /* Extended attribute naming a region's backing: "thp", "shmem", "hugetlb". */
 #define MSHARE_BACKING_XATTR	"user.mshare.backing"
 /* Extended attribute of a region: "MAJ:MIN INO" of its memory, as /proc/PID/maps writes them. */

@@ -12,8 +12,8 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use mshare_uapi::{
-    MshareCreate, MshareInfo, MshareToken, MshareUnmap, MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE,
-    MSHAREFS_GET_TOKEN, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP,
+    MshareCreate, MshareInfo, MshareSetup, MshareToken, MshareUnmap, MSHAREFS_CREATE_MAPPING,
+    MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_SETUP, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP,
 };
 use nix::errno::Errno;
 
@@ -24,6 +24,7 @@ mod raw {
     nix::ioctl_write_ptr_bad!(create_mapping, MSHAREFS_CREATE_MAPPING, MshareCreate);
     nix::ioctl_write_ptr_bad!(unmap, MSHAREFS_UNMAP, MshareUnmap);
     nix::ioctl_read_bad!(get_token, MSHAREFS_GET_TOKEN, MshareToken);
+    nix::ioctl_readwrite_bad!(setup, MSHAREFS_SETUP, MshareSetup);
 }
 
 /// `MSHAREFS_GET_SIZE`: the region's start and size (`EINVAL` if unset).
@@ -59,4 +60,14 @@ pub fn get_token(fd: impl AsFd) -> Result<MshareToken, Errno> {
     // SAFETY: `token` is a valid, writable `struct mshare_token`.
     unsafe { raw::get_token(fd.as_fd().as_raw_fd(), &mut token) }?;
     Ok(token)
+}
+
+/// `MSHAREFS_SETUP` (msharefs extension): sizes a new region (`start` 0:
+/// the server chooses) and, with `MSHARE_SETUP_OBJECT`, maps one read-write
+/// object over it; returns the layout in force.
+pub fn setup(fd: impl AsFd, setup: &MshareSetup) -> Result<MshareSetup, Errno> {
+    let mut s = *setup;
+    // SAFETY: `s` is a valid, writable `struct mshare_setup` for the call.
+    unsafe { raw::setup(fd.as_fd().as_raw_fd(), &mut s) }?;
+    Ok(s)
 }

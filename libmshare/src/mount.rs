@@ -6,7 +6,8 @@ use nix::errno::Errno;
 
 use crate::error::{errno_of, Error, Result};
 use crate::region::{CreateOptions, Region};
-use mshare_uapi::{FS_SUBTYPE, INFO_FILE_NAME};
+use crate::xattr;
+use mshare_uapi::{Backing, FS_SUBTYPE, INFO_FILE_NAME};
 
 /// Environment variable naming the mount to use.
 pub const MSHARE_DIR_ENV: &str = "MSHARE_DIR";
@@ -18,6 +19,9 @@ pub const DEFAULT_DIR: &str = "/run/mshare";
 pub struct Mount {
     dir: PathBuf,
     align: u64,
+    /// The backing of regions created without naming one (the root's
+    /// `user.mshare.backing`); `None` from a server that does not say.
+    default_backing: Option<Backing>,
 }
 
 /// The first `fuse.msharefs` mount point in /proc/self/mountinfo.
@@ -152,7 +156,14 @@ impl Mount {
         Ok(Mount {
             dir: dir.to_path_buf(),
             align,
+            default_backing: xattr::get_backing_at(dir).ok(),
         })
+    }
+
+    /// The backing of regions created without naming one (`backing=`),
+    /// if the server says.
+    pub fn default_backing(&self) -> Option<Backing> {
+        self.default_backing
     }
 
     /// The mount point.
@@ -224,6 +235,7 @@ mod tests {
         let m = Mount {
             dir: PathBuf::from("/run/mshare"),
             align: 1 << 30,
+            default_backing: None,
         };
         assert_eq!(m.path("a/b").unwrap(), PathBuf::from("/run/mshare/a/b"));
         for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b"] {

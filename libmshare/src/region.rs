@@ -11,7 +11,10 @@ use crate::error::{errno_of, Error, Result};
 use crate::mapping::Mapping;
 use crate::mount::Mount;
 use crate::{broker, ioctl, xattr};
-use mshare_uapi::{Backing, MshareCreate, MshareInfo, MshareToken, MshareUnmap, TOKEN_WRITABLE};
+use mshare_uapi::{
+    Backing, MshareCreate, MshareInfo, MshareSetup, MshareToken, MshareUnmap, MSHARE_SETUP_OBJECT,
+    TOKEN_WRITABLE,
+};
 
 /// Options of [`Mount::create`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,50 +64,94 @@ impl Region {
             path: path.clone(),
             errno,
         };
-        // mknod creates the file without opening it, so the backing can be
-        // chosen before the first open fixes it.
-        let mode = nix::sys::stat::Mode::from_bits_truncate(opts.mode as libc::mode_t);
-        match nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFREG, mode, 0) {
-            Ok(()) => {}
-            Err(Errno::EEXIST) if !opts.exclusive => return Region::open(path, name, false),
-            Err(e) => return Err(path_err("creating", e)),
-        }
-        let made = (|| {
-            if let Some(b) = opts.backing {
-                xattr::set_backing(&path, b).map_err(|e| path_err("setting the backing of", e))?;
+        let made = if opts.backing.is_none() || opts.backing == mount.default_backing() {
+            // The mount's backing: one atomic create-and-open.
+            match Region::open_with(path.clone(), name, false, Some(opts.mode)) {
+                Err(Error::Path {
+                    errno: Errno::EEXIST,
+                    ..
+                }) if !opts.exclusive => return Region::open(path, name, false),
+                Err(e) => return Err(e),
+                Ok(region) => region.set_up(start, size, opts.whole_object),
             }
-            let region = Region::open(path.clone(), name, false)?;
-            if start == 0 {
-                nix::unistd::ftruncate(&region.file, size as libc::off_t)
-                    .map_err(|e| region.err("ftruncate", e))?;
-            } else {
-                ioctl::set_size(&region.file, &MshareInfo { start, size })
-                    .map_err(|e| region.err("MSHAREFS_SET_SIZE", e))?;
+        } else {
+            // mknod creates the file without opening it, so the backing can
+            // be chosen before the first open fixes it.
+            let mode = nix::sys::stat::Mode::from_bits_truncate(opts.mode as libc::mode_t);
+            match nix::sys::stat::mknod(&path, nix::sys::stat::SFlag::S_IFREG, mode, 0) {
+                Ok(()) => {}
+                Err(Errno::EEXIST) if !opts.exclusive => return Region::open(path, name, false),
+                Err(e) => return Err(path_err("creating", e)),
             }
-            if opts.whole_object {
-                let info = region.info()?;
-                region.create_mapping(info.start, info.size, libc::PROT_READ | libc::PROT_WRITE)?;
-            }
-            Ok(region)
-        })();
+            (|| {
+                if let Some(b) = opts.backing {
+                    xattr::set_backing(&path, b)
+                        .map_err(|e| path_err("setting the backing of", e))?;
+                }
+                Region::open(path.clone(), name, false)?.set_up(start, size, opts.whole_object)
+            })()
+        };
         if made.is_err() {
             let _ = std::fs::remove_file(&path);
         }
         made
     }
 
+    /// Sizes a new region (`start` 0: the server chooses) and maps the
+    /// object over it if `object`: one `MSHAREFS_SETUP`, or with a server
+    /// that lacks it `SET_SIZE`/`ftruncate`, `GET_SIZE` and
+    /// `CREATE_MAPPING`.
+    fn set_up(self, start: u64, size: u64, object: bool) -> Result<Region> {
+        let flags = if object { MSHARE_SETUP_OBJECT } else { 0 };
+        match ioctl::setup(&self.file, &MshareSetup { start, size, flags }) {
+            Ok(_) => return Ok(self),
+            Err(Errno::ENOTTY) => {}
+            Err(e) => return Err(self.err("MSHAREFS_SETUP", e)),
+        }
+        if start == 0 {
+            nix::unistd::ftruncate(&self.file, size as libc::off_t)
+                .map_err(|e| self.err("ftruncate", e))?;
+        } else {
+            ioctl::set_size(&self.file, &MshareInfo { start, size })
+                .map_err(|e| self.err("MSHAREFS_SET_SIZE", e))?;
+        }
+        if object {
+            let info = self.info()?;
+            self.create_mapping(info.start, info.size, libc::PROT_READ | libc::PROT_WRITE)?;
+        }
+        Ok(self)
+    }
+
     /// Opens the region file at `path`, region `name` of its mount.
     pub(crate) fn open(path: PathBuf, name: &str, read_only: bool) -> Result<Region> {
-        let file = File::options()
+        Region::open_with(path, name, read_only, None)
+    }
+
+    /// Opens the region file at `path`; `create: Some(mode)` creates it
+    /// (`O_CREAT | O_EXCL`, read-write) with `mode`.
+    fn open_with(
+        path: PathBuf,
+        name: &str,
+        read_only: bool,
+        create: Option<u32>,
+    ) -> Result<Region> {
+        let mut options = File::options();
+        options
             .read(true)
             .write(!read_only)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| Error::Path {
-                op: "opening",
-                path: path.clone(),
-                errno: errno_of(&e),
-            })?;
+            .custom_flags(libc::O_CLOEXEC);
+        if let Some(mode) = create {
+            options.create_new(true).mode(mode);
+        }
+        let file = options.open(&path).map_err(|e| Error::Path {
+            op: if create.is_some() {
+                "creating"
+            } else {
+                "opening"
+            },
+            path: path.clone(),
+            errno: errno_of(&e),
+        })?;
         Ok(Region {
             file,
             name: name.to_string(),

@@ -27,7 +27,19 @@ pub(crate) fn set_backing(path: &Path, kind: Backing) -> Result<(), Errno> {
 pub(crate) fn get_backing(fd: impl AsFd) -> Result<Backing, Errno> {
     let mut buf = [0u8; 16];
     let n = rustix::fs::fgetxattr(fd, BACKING_XATTR, &mut buf).map_err(errno)?;
-    std::str::from_utf8(&buf[..n])
+    parse(&buf[..n])
+}
+
+/// The backing kind `path` names: a region's, or on the mount's root the
+/// kind of regions created without naming one.
+pub(crate) fn get_backing_at(path: &Path) -> Result<Backing, Errno> {
+    let mut buf = [0u8; 16];
+    let n = rustix::fs::getxattr(path, BACKING_XATTR, &mut buf).map_err(errno)?;
+    parse(&buf[..n])
+}
+
+fn parse(value: &[u8]) -> Result<Backing, Errno> {
+    std::str::from_utf8(value)
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or(Errno::EPROTO)

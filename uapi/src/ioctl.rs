@@ -4,7 +4,7 @@
 use std::mem::size_of;
 
 use crate::structs::{MshareInfo, MshareUnmap};
-use crate::{MshareCreate, MshareToken};
+use crate::{MshareCreate, MshareSetup, MshareToken};
 
 /// The ioctl type byte of every msharefs ioctl.
 pub const MSHAREFS_IOCTL_TYPE: u8 = b'x';
@@ -28,6 +28,9 @@ pub const MSHAREFS_UNMAP: u32 = ioc(IOC_WRITE, 3, size_of::<MshareUnmap>());
 /// `MSHAREFS_GET_TOKEN` = `_IOR('x', 32, struct mshare_token)` (msharefs
 /// extension, not in the kernel series).
 pub const MSHAREFS_GET_TOKEN: u32 = ioc(IOC_READ, 32, size_of::<MshareToken>());
+/// `MSHAREFS_SETUP` = `_IOWR('x', 33, struct mshare_setup)` (msharefs
+/// extension): size a new region and map its object in one call.
+pub const MSHAREFS_SETUP: u32 = ioc(IOC_READ | IOC_WRITE, 33, size_of::<MshareSetup>());
 
 // The RFC v3 values (x86_64), checked when this crate compiles.
 const _: () = {
@@ -36,4 +39,5 @@ const _: () = {
     assert!(MSHAREFS_CREATE_MAPPING == 0x4028_7802);
     assert!(MSHAREFS_UNMAP == 0x4010_7803);
     assert!(MSHAREFS_GET_TOKEN == 0x8028_7820);
+    assert!(MSHAREFS_SETUP == 0xc018_7821);
 };

@@ -6,7 +6,9 @@
 //!   [`MshareUnmap`] and the ioctl numbers `MSHAREFS_*`. The later 2025
 //!   series renumbered the ioctls in a way that collides, so the RFC v3
 //!   numbers are the ABI.
-//! - msharefs' extension: [`MSHAREFS_GET_TOKEN`], [`MshareToken`] and the
+//! - msharefs' extensions: [`MSHAREFS_SETUP`] and [`MshareSetup`] (size a new
+//!   region and map its object in one round trip), [`MSHAREFS_GET_TOKEN`],
+//!   [`MshareToken`] and the
 //!   broker socket ([`broker_socket_path`]) that trades a token for a
 //!   region's backing descriptor; the [`Backing`] kinds and their extended
 //!   attribute [`BACKING_XATTR`].
@@ -41,12 +43,12 @@ pub use admin::{MemoryId, PoolPolicy, PoolStatus, MEMORY_XATTR, POOL_XATTR, RESE
 pub use backing::{Backing, UnknownBacking, BACKING_XATTR};
 pub use ioctl::{
     MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_IOCTL_TYPE,
-    MSHAREFS_SET_SIZE, MSHAREFS_UNMAP,
+    MSHAREFS_SETUP, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP,
 };
 pub use size::{format_size, parse_size};
 pub use structs::{
-    MshareCreate, MshareInfo, MshareOptions, MshareUnmap, MSHARE_BACKING_DEFAULT, MSHARE_EXCL,
-    MSHARE_NO_OBJECT,
+    MshareCreate, MshareInfo, MshareOptions, MshareSetup, MshareUnmap, MSHARE_BACKING_DEFAULT,
+    MSHARE_EXCL, MSHARE_NO_OBJECT, MSHARE_SETUP_OBJECT,
 };
 pub use token::{
     broker_socket_path, MshareToken, Token, BROKER_DIR, TOKEN_HUGETLB, TOKEN_TTL_SECS,

@@ -68,6 +68,30 @@ pub struct MshareUnmap {
     pub size: u64,
 }
 
+/// `struct mshare_setup`: the argument of `MSHAREFS_SETUP` (msharefs
+/// extension), which sizes a new region and, with [`MSHARE_SETUP_OBJECT`],
+/// maps one read-write anonymous object over all of it, in one round trip
+/// instead of three (`ftruncate` or `SET_SIZE`, `GET_SIZE`,
+/// `CREATE_MAPPING`). In: `start` (0: the server chooses a free aligned
+/// start), `size`, `flags`. Out: the same, with the start in force.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct MshareSetup {
+    /// Start address; 0 asks the server to choose one.
+    pub start: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// [`MSHARE_SETUP_OBJECT`] or 0.
+    pub flags: u64,
+}
+
+/// `MSHARE_SETUP_OBJECT`: map one read-write anonymous object over the whole
+/// region, as `MSHAREFS_CREATE_MAPPING` with `PROT_READ | PROT_WRITE` and
+/// `MAP_ANONYMOUS | MAP_SHARED | MAP_FIXED` would.
+pub const MSHARE_SETUP_OBJECT: u64 = 1;
+
 /// `struct mshare_options`: the options of the C library's `mshare_create`.
 #[repr(C)]
 #[derive(
@@ -113,6 +137,9 @@ const _: () = {
     assert!(offset_of!(MshareCreate, fd) == 32);
     assert!(size_of::<MshareUnmap>() == 16);
     assert!(offset_of!(MshareUnmap, size) == 8);
+    assert!(size_of::<MshareSetup>() == 24);
+    assert!(offset_of!(MshareSetup, size) == 8);
+    assert!(offset_of!(MshareSetup, flags) == 16);
     assert!(size_of::<MshareOptions>() == 12);
     assert!(offset_of!(MshareOptions, mode) == 4);
     assert!(offset_of!(MshareOptions, flags) == 8);

@@ -4,9 +4,9 @@
 use fuser::{FileHandle, INodeNo, Request};
 use log::debug;
 use mshare_uapi::{
-    Backing, MshareCreate, MshareInfo, MshareToken, MshareUnmap, MSHAREFS_CREATE_MAPPING,
-    MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, TOKEN_HUGETLB,
-    TOKEN_WRITABLE,
+    Backing, MshareCreate, MshareInfo, MshareSetup, MshareToken, MshareUnmap,
+    MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_SETUP,
+    MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, MSHARE_SETUP_OBJECT, TOKEN_HUGETLB, TOKEN_WRITABLE,
 };
 use nix::errno::Errno;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -73,6 +73,35 @@ impl MshareFs {
                     set.size
                 );
                 Ok(Vec::new())
+            }
+            MSHAREFS_SETUP => {
+                need_write()?;
+                fits::<MshareSetup>(out_size)?;
+                let s: MshareSetup = decode(input)?;
+                ensure(
+                    s.flags & !MSHARE_SETUP_OBJECT == 0,
+                    Errno::EINVAL,
+                    "unknown MSHAREFS_SETUP flags",
+                )?;
+                let info = MshareInfo {
+                    start: s.start,
+                    size: s.size,
+                };
+                let set = region.setup(info, s.flags & MSHARE_SETUP_OBJECT != 0);
+                self.attrs_changed(ino);
+                let set = set?;
+                debug!(
+                    "{}: set up at {:#x}+{:#x}",
+                    self.region_name(ino),
+                    set.start,
+                    set.size
+                );
+                let reply = MshareSetup {
+                    start: set.start,
+                    size: set.size,
+                    flags: s.flags,
+                };
+                Ok(reply.as_bytes().to_vec())
             }
             MSHAREFS_CREATE_MAPPING => {
                 need_write()?;

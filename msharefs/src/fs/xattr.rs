@@ -1,5 +1,6 @@
 //! Extended attributes: `user.mshare.backing`, which names a region's
-//! backing kind and, on a fresh region, changes it; `user.mshare.memory`,
+//! backing kind and, on a fresh region, changes it (on the root: the
+//! backing of regions created without naming one); `user.mshare.memory`,
 //! where a region's memory lives; and on the root the hugetlb pool
 //! (`user.mshare.hugetlb_pool`, and `user.mshare.hugetlb_reserve`, which root
 //! sets to grow it).
@@ -26,6 +27,11 @@ impl MshareFs {
         if ino == ROOT && name == POOL_XATTR {
             return Ok(self.home.pool.status().to_string().into_bytes());
         }
+        if ino == ROOT && name == BACKING_XATTR {
+            // The backing of regions created without naming one.
+            let kind = self.store.effective(self.opts.backing);
+            return Ok(kind.as_str().as_bytes().to_vec());
+        }
         let region = self.ns.read().node(ino)?.region().cloned();
         match region {
             Some(r) if name == BACKING_XATTR => Ok(r.kind.as_str().as_bytes().to_vec()),
@@ -37,7 +43,7 @@ impl MshareFs {
     /// `listxattr`: NUL-terminated names.
     pub(super) fn xattr_names(&self, ino: INodeNo) -> Result<Vec<u8>, Fail> {
         let names: &[&str] = if ino == ROOT {
-            &[POOL_XATTR]
+            &[BACKING_XATTR, POOL_XATTR]
         } else if self.ns.read().node(ino)?.region().is_some() {
             &[BACKING_XATTR, MEMORY_XATTR]
         } else {

@@ -223,9 +223,17 @@ impl Region {
 
     /// `MSHAREFS_SET_SIZE`: `start == 0` (from `ftruncate`) lets the server
     /// choose a free start.
-    pub fn set_size(&self, mut info: MshareInfo) -> Result<MshareInfo, Fail> {
-        let align = self.placement.align();
+    pub fn set_size(&self, info: MshareInfo) -> Result<MshareInfo, Fail> {
         let mut st = self.state.lock();
+        let info = self.size_locked(&mut st, info)?;
+        self.record(&st);
+        Ok(info)
+    }
+
+    /// Sizes the region under its lock (see [`Self::set_size`]); the
+    /// caller records it.
+    fn size_locked(&self, st: &mut State, mut info: MshareInfo) -> Result<MshareInfo, Fail> {
+        let align = self.placement.align();
         ensure(st.info.is_none(), Errno::EINVAL, "size is already set")?;
         let file = st.file()?;
         if info.start == 0 {
@@ -248,8 +256,28 @@ impl Region {
             return Err(Fail::with(e, format!("cannot size the backing file: {e}")));
         }
         st.info = Some(info);
-        self.record(&st);
         Ok(info)
+    }
+
+    /// `MSHAREFS_SETUP`: sets the size (`start == 0`: the server chooses)
+    /// and, with `object`, maps one read-write anonymous object over the
+    /// whole region, recorded once. If the object cannot be made (a
+    /// hugetlb pool that cannot hold it), the size stays set, as it would
+    /// after `SET_SIZE` and a failed `CREATE_MAPPING`.
+    pub fn setup(&self, info: MshareInfo, object: bool) -> Result<MshareInfo, Fail> {
+        let mut st = self.state.lock();
+        let info = self.size_locked(&mut st, info)?;
+        let res = if object {
+            let prot = libc::PROT_READ | libc::PROT_WRITE;
+            self.object_locked(
+                &mut st,
+                &MshareCreate::anonymous(info.start, info.size, prot),
+            )
+        } else {
+            Ok(())
+        };
+        self.record(&st);
+        res.map(|()| info)
     }
 
     /// `ftruncate`: sets the size of an unsized region (the server chooses
@@ -299,6 +327,13 @@ impl Region {
     /// `MSHAREFS_CREATE_MAPPING`.
     pub fn create_object(&self, c: &MshareCreate) -> Result<(), Fail> {
         let mut st = self.state.lock();
+        self.object_locked(&mut st, c)?;
+        self.record(&st);
+        Ok(())
+    }
+
+    /// Makes object `c` under the region's lock; the caller records it.
+    fn object_locked(&self, st: &mut State, c: &MshareCreate) -> Result<(), Fail> {
         let info = st.info()?;
         let req = check_create(c, &info, self.kind, &st.objects)?;
         let o = req.object;
@@ -307,7 +342,6 @@ impl Region {
         }
         let at = st.objects.partition_point(|x| x.addr < o.addr);
         st.objects.insert(at, o);
-        self.record(&st);
         Ok(())
     }
 

@@ -375,3 +375,86 @@ fn fallocate_from_zero_sizes_an_unsized_region() {
         "past the end"
     );
 }
+
+#[test]
+fn setup_sizes_and_maps_a_region_in_one_call() {
+    use mshare_uapi::{MshareSetup, MSHARE_SETUP_OBJECT};
+    let m = Server::mount("align=2M");
+    let setup = |fd: &std::os::fd::OwnedFd, start, size, flags| {
+        ioctl::setup(fd, &MshareSetup { start, size, flags })
+    };
+    // Start 0: the server chooses, and says where.
+    let a = open(&m.path("a"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
+    let got = setup(&a, 0, 4 * MIB2, MSHARE_SETUP_OBJECT).unwrap();
+    assert_eq!(got.size, 4 * MIB2);
+    assert_eq!(got.flags, MSHARE_SETUP_OBJECT);
+    assert_ne!(got.start, 0);
+    assert_eq!(
+        ioctl::get_size(&a),
+        Ok(MshareInfo {
+            start: got.start,
+            size: 4 * MIB2
+        })
+    );
+    assert_eq!(
+        nix::sys::stat::fstat(&a).unwrap().st_size,
+        4 * MIB2 as i64,
+        "stat sees the size at once"
+    );
+    // The object covers the whole region: another one anywhere overlaps.
+    assert_eq!(
+        ioctl::create_mapping(&a, &anon_create(got.start + MIB2, MIB2)),
+        Err(Errno::EINVAL)
+    );
+    let map = map_region(&a);
+    map.set(0, 7);
+    assert_eq!(
+        setup(&a, 0, 4 * MIB2, 0),
+        Err(Errno::EINVAL),
+        "size set twice"
+    );
+    // A chosen start, without the object.
+    let b = open(&m.path("b"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
+    let got = setup(&b, START, 2 * MIB2, 0).unwrap();
+    assert_eq!((got.start, got.size), (START, 2 * MIB2));
+    ioctl::create_mapping(&b, &anon_create(START, MIB2)).expect("no object yet");
+    // Errnos.
+    let c = open(&m.path("c"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
+    assert_eq!(
+        setup(&c, START + 4096, MIB2, 0),
+        Err(Errno::EINVAL),
+        "unaligned"
+    );
+    assert_eq!(setup(&c, 0, MIB2, 4), Err(Errno::EINVAL), "unknown flag");
+    assert_eq!(setup(&c, 0, 0, 0), Err(Errno::EINVAL), "zero size");
+    let ro = open(&m.path("c"), libc::O_RDONLY).unwrap();
+    assert_eq!(setup(&ro, 0, MIB2, 0), Err(Errno::EBADF), "read-only open");
+    assert!(
+        setup(&c, 0, MIB2, MSHARE_SETUP_OBJECT).is_ok(),
+        "c is still fresh"
+    );
+}
+
+#[test]
+fn the_root_names_the_backing_of_regions_that_name_none() {
+    let m = Server::mount("align=2M,backing=shmem");
+    let mut buf = [0u8; 16];
+    let n = rustix::fs::getxattr(&m.dir, mshare_uapi::BACKING_XATTR, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"shmem");
+    let mount = libmshare::Mount::at(&m.dir).unwrap();
+    assert_eq!(mount.default_backing(), Some(libmshare::Backing::Shmem));
+    // Created by the one-call path (the default) and by mknod (another kind).
+    let opts = |backing| libmshare::CreateOptions {
+        backing,
+        ..Default::default()
+    };
+    let d = mount
+        .create("d", 0, MIB2, &opts(Some(libmshare::Backing::Shmem)))
+        .unwrap();
+    assert_eq!(d.backing().unwrap(), libmshare::Backing::Shmem);
+    let t = mount
+        .create("t", 0, MIB2, &opts(Some(libmshare::Backing::Thp)))
+        .unwrap();
+    assert_eq!(t.backing().unwrap(), libmshare::Backing::Thp);
+    assert_ne!(d.info().unwrap().start, t.info().unwrap().start);
+}

@@ -85,6 +85,7 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
         MshareToken,
         [token, server_pid, flags, start, size]
     );
+    layout!(items, "mshare_setup", MshareSetup, [start, size, flags]);
     layout!(
         items,
         "mshare_options",
@@ -97,6 +98,8 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
         ("MSHAREFS_CREATE_MAPPING", MSHAREFS_CREATE_MAPPING),
         ("MSHAREFS_UNMAP", MSHAREFS_UNMAP),
         ("MSHAREFS_GET_TOKEN", MSHAREFS_GET_TOKEN),
+        ("MSHAREFS_SETUP", MSHAREFS_SETUP),
+        ("MSHARE_SETUP_OBJECT", MSHARE_SETUP_OBJECT as u32),
         ("MSHARE_TOKEN_WRITABLE", TOKEN_WRITABLE),
         ("MSHARE_TOKEN_HUGETLB", TOKEN_HUGETLB),
         ("MSHARE_BACKING_DEFAULT", MSHARE_BACKING_DEFAULT),
