@@ -143,7 +143,7 @@ fn mapping_twice_is_address_in_use_and_errors_name_the_region() {
     assert_eq!(err.errno(), Errno::EINVAL);
     let text = err.to_string();
     assert!(
-        text.contains("MSHAREFS_SET_SIZE") && text.contains("'bad'"),
+        text.contains("MSHAREFS_SETUP") && text.contains("'bad'"),
         "{text}"
     );
     assert!(
