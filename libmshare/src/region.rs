@@ -13,7 +13,7 @@ use crate::mount::Mount;
 use crate::{broker, ioctl, xattr};
 use mshare_uapi::{
     Backing, MshareCreate, MshareInfo, MshareSetup, MshareToken, MshareUnmap, MSHARE_SETUP_OBJECT,
-    TOKEN_WRITABLE,
+    TOKEN_HUGETLB, TOKEN_WRITABLE,
 };
 
 /// Options of [`Mount::create`].
@@ -216,10 +216,12 @@ impl Region {
         })
     }
 
-    /// Maps the whole region at its start address by mapping its backing
-    /// file directly (`MAP_SHARED | MAP_FIXED_NOREPLACE`): the only way to
-    /// map hugetlb regions, and the fastest attach for every kind. Writable
-    /// if the region was opened for writing.
+    /// Maps the whole region at its start address (`MAP_SHARED |
+    /// MAP_FIXED_NOREPLACE`), writable if the region was opened for
+    /// writing. thp and shmem regions are mapped through the region file
+    /// itself (FUSE passthrough: the same pages, no broker); hugetlb regions,
+    /// which passthrough cannot map, and every region of a server without
+    /// passthrough, by mapping the backing file that the broker hands out.
     ///
     /// [`Error::AddressInUse`] if something is mapped in that range already.
     ///
@@ -232,13 +234,29 @@ impl Region {
     /// # Ok::<(), libmshare::Error>(())
     /// ```
     pub fn map(&self) -> Result<Mapping> {
-        // The token carries start and size: one ioctl, not two.
+        // The token carries start, size and kind: one ioctl, not two.
         let token = ioctl::get_token(&self.file).map_err(|e| self.err("MSHAREFS_GET_TOKEN", e))?;
         if token.size == 0 {
             return Err(self.err("MSHAREFS_GET_SIZE", Errno::EINVAL));
         }
+        if token.flags & TOKEN_HUGETLB == 0 {
+            match self.map_fd(&self.file, &token) {
+                // No passthrough (the server's passthrough=off, or no
+                // CAP_SYS_ADMIN): the broker's descriptor maps.
+                Err(Error::Region {
+                    errno: Errno::ENODEV,
+                    ..
+                }) => {}
+                other => return other,
+            }
+        }
         let fd = self.redeem(&token)?;
-        Mapping::fixed(&fd, token.start, token.size, self.writable).map_err(|e| match e {
+        self.map_fd(&fd, &token)
+    }
+
+    /// Maps `fd` over the region `token` describes.
+    fn map_fd(&self, fd: impl AsFd, token: &MshareToken) -> Result<Mapping> {
+        Mapping::fixed(fd, token.start, token.size, self.writable).map_err(|e| match e {
             Errno::EEXIST => Error::AddressInUse {
                 region: self.name.clone(),
                 start: token.start,

@@ -67,8 +67,9 @@ pub const CONN_DEADLINE: Duration = Duration::from_secs(2);
 struct Grant {
     /// The open handle it was issued on.
     fh: FileHandle,
-    /// Thread-group id of the process that asked.
-    tgid: i32,
+    /// The thread that asked (FUSE requests carry the thread id); its
+    /// process is the one that may redeem the token.
+    tid: u32,
     /// The backing file.
     file: Arc<OwnedFd>,
     /// What the open allowed.
@@ -93,19 +94,11 @@ fn random_token() -> Result<Token, Fail> {
     Ok(Token::from_bytes(b))
 }
 
-/// The thread-group id of thread `tid` (FUSE requests carry the thread id).
-fn tgid_of(tid: u32) -> Result<i32, Fail> {
-    let status =
-        std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|e| match errno_of(&e) {
-            Errno::ENOENT | Errno::ESRCH => {
-                Fail::new(Errno::EPERM, "caller is not in the server's pid namespace")
-            }
-            errno => Fail::with(errno, format!("reading /proc/{tid}/status: {e}")),
-        })?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:")?.trim().parse().ok())
-        .ok_or(Fail::new(Errno::EIO, "no Tgid in /proc/PID/status"))
+/// Whether thread `tid` belongs to process `tgid` (checked when a token
+/// is redeemed, not when it is issued, so that an attach that never asks the
+/// broker, as a thp region's does, reads nothing in /proc).
+fn thread_of(tid: u32, tgid: i32) -> bool {
+    tid as i32 == tgid || Path::new(&format!("/proc/{tgid}/task/{tid}")).exists()
 }
 
 /// Removes the sockets of servers that are gone.
@@ -208,7 +201,12 @@ impl Broker {
             Errno::EOPNOTSUPP,
             "the broker socket is not listening",
         )?;
-        let tgid = tgid_of(tid)?;
+        // A caller outside the server's pid namespace has no pid here.
+        ensure(
+            tid != 0,
+            Errno::EPERM,
+            "caller is not in the server's pid namespace",
+        )?;
         let token = random_token()?;
         let mut grants = self.grants.lock();
         grants.retain(|_, g| g.issued.elapsed() < Duration::from_secs(TOKEN_TTL_SECS));
@@ -216,7 +214,7 @@ impl Broker {
             token,
             Grant {
                 fh,
-                tgid,
+                tid,
                 file,
                 access,
                 issued: Instant::now(),
@@ -244,7 +242,7 @@ impl Broker {
             "token expired",
         )?;
         ensure(
-            grant.tgid == pid,
+            thread_of(grant.tid, pid),
             Errno::EACCES,
             "token presented by another process",
         )?;
