@@ -283,8 +283,9 @@ fn emit<T: Serialize>(
     Ok(())
 }
 
-/// Says on stderr that some processes could not be looked at.
-fn warn_uninspected(n: usize) {
+/// Says on stderr that `n` processes could not be looked at, and so `may`
+/// (map regions too, have merged pages too) without being counted.
+fn warn_uninspected(n: usize, may: &str) {
     if n > 0 {
         let hint = if nix::unistd::geteuid().is_root() {
             ""
@@ -293,11 +294,14 @@ fn warn_uninspected(n: usize) {
         };
         let processes = if n == 1 { "process" } else { "processes" };
         eprintln!(
-            "msharectl: {n} {processes} could not be inspected (permission denied) and may map \
-             regions too{hint}"
+            "msharectl: {n} {processes} could not be inspected (permission denied) and may \
+             {may}{hint}"
         );
     }
 }
+
+/// What processes that could not be inspected may do.
+const MAP_TOO: &str = "map regions too";
 
 /// Every region of `mount`, as reported.
 fn all_regions(mount: &Mount) -> Result<Vec<RegionReport>, Error> {
@@ -427,7 +431,7 @@ fn ksm_command(action: Option<KsmAction>, json: bool, out: &mut impl Write) -> R
         KsmAction::Show => {
             let k = ksm::read()?;
             emit(out, json, &k, ksm::Ksm::table)?;
-            warn_uninspected(k.uninspected);
+            warn_uninspected(k.uninspected, "have merged pages too");
         }
         KsmAction::Run { command } => return Err(ksm::run(&command).into()),
         KsmAction::Start {
@@ -490,6 +494,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
                 all.first()
                     .and_then(|r| r.usage.as_ref())
                     .map_or(0, |u| u.uninspected),
+                MAP_TOO,
             );
         }
         Command::Create {
@@ -524,7 +529,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
             let mut r = [regions::report(&mount, &name, name.as_ref())];
             regions::add_usage(&mut r);
             emit(out, json, &r[0], RegionReport::details)?;
-            warn_uninspected(r[0].usage.as_ref().map_or(0, |u| u.uninspected));
+            warn_uninspected(r[0].usage.as_ref().map_or(0, |u| u.uninspected), MAP_TOO);
         }
         Command::Write { name, offset } => {
             let region = mount.open(&name, false)?;
@@ -558,7 +563,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
         Command::Stat => {
             let s = stat(&mount)?;
             emit(out, json, &s, Stat::line)?;
-            warn_uninspected(s.uninspected);
+            warn_uninspected(s.uninspected, MAP_TOO);
         }
     }
     Ok(())

@@ -244,6 +244,11 @@ fn bench_reports_every_contender_and_leaves_nothing_behind() {
     );
     assert!(tables("file", 20) < 64.0, "{}", tables("file", 20));
     assert!(tables("libmshare-thp", 20) < 64.0);
+    // The loaded pass: the msharefs contenders again, with one busy
+    // process per CPU (posix-shm is left out of it).
+    assert!(r["load"].as_u64().unwrap() >= 1, "{}", r["load"]);
+    assert_eq!(names(&r["loaded"]), ["file", "libmshare-thp"]);
+    assert!(err.contains("busy processes compete for the CPUs"), "{err}");
     let c = &r["control"];
     assert!(c["creates_per_s"]["median"].as_f64().unwrap() > 0.0);
     let fds: Vec<u64> = c["server"]

@@ -58,6 +58,15 @@ impl Kind {
         }
     }
 
+    /// Whether the procs phase measures it again under a concurrent load:
+    /// the msharefs contenders and the baseline their ratios are taken to.
+    pub fn loaded(self) -> bool {
+        matches!(
+            self,
+            Kind::MemfdHugetlb | Kind::File | Kind::LibmshareThp | Kind::LibmshareHugetlb
+        )
+    }
+
     /// Whether its memory comes from the hugetlb pool.
     pub fn hugetlb(self) -> bool {
         matches!(

@@ -95,6 +95,11 @@ pub struct BenchArgs {
     /// Draw page tables per process and wall time against N into FILE.svg.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Busy processes competing for the CPUs in a second pass of the procs
+    /// phase at --procs (the msharefs contenders and memfd-hugetlb); 0
+    /// skips it [default: the number of CPUs].
+    #[arg(long, value_name = "N")]
+    pub load: Option<usize>,
 }
 
 /// The server binary to run.
@@ -244,7 +249,61 @@ fn procs_phase(
             .procs
             .extend(ProcsRow::from_runs(n, args.size, &per_run));
     }
+    let load = args
+        .load
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if load > 0 {
+        let loaded: Vec<&Region> = regions.iter().filter(|r| r.kind.loaded()).collect();
+        let n = args.procs;
+        let _busy = Busy::start(load)?;
+        let mut per_run = Vec::new();
+        for run in 0..args.runs {
+            let mut figs = Vec::new();
+            for r in &loaded {
+                let what = format!(
+                    "{n} procs, {}, {load} busy, run {}/{}",
+                    r.kind.label(),
+                    run + 1,
+                    args.runs
+                );
+                let b = bar(n as u64, &what);
+                figs.push((r.kind, procs::measure(r, n, 4096, &|| b.inc(1))?));
+                b.finish_and_clear();
+            }
+            per_run.push(figs);
+        }
+        report.load = load;
+        report.loaded = ProcsRow::from_runs(n, args.size, &per_run);
+    }
     Ok(())
+}
+
+/// Busy processes that compete for the CPUs while alive.
+struct Busy(Vec<std::process::Child>);
+
+impl Busy {
+    fn start(n: usize) -> Result<Busy, BenchError> {
+        say(format_args!("{n} busy processes compete for the CPUs"));
+        let mut busy = Busy(Vec::new());
+        for _ in 0..n {
+            let child = std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| BenchError::Setup(format!("starting a busy process: {e}")))?;
+            busy.0.push(child);
+        }
+        Ok(busy)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 fn scale_phase(

@@ -147,6 +147,10 @@ pub struct Report {
     pub attach: Vec<AttachRow>,
     /// N processes, for each N.
     pub procs: Vec<ProcsRow>,
+    /// Busy processes during the loaded pass of the procs phase (0: none).
+    pub load: usize,
+    /// The procs phase at --procs again, with `load` busy processes.
+    pub loaded: Vec<ProcsRow>,
     /// The scale phase.
     pub scale: Vec<ProcsRow>,
     /// The control plane.
@@ -176,6 +180,8 @@ impl Report {
             size: args.size,
             attach: Vec::new(),
             procs: Vec::new(),
+            load: 0,
+            loaded: Vec::new(),
             scale: Vec::new(),
             control: None,
             seconds: 0.0,
@@ -247,8 +253,13 @@ impl Report {
                 );
             }
         }
+        let loaded = format!(
+            "the same with {} busy processes competing for the CPUs",
+            self.load
+        );
         for (title, rows) in [
             ("processes attach and read every 4 KiB", &self.procs),
+            (loaded.as_str(), &self.loaded),
             (
                 "scale: processes attach and touch one byte per 2 MiB",
                 &self.scale,
