@@ -143,6 +143,16 @@ fn server_survives_garbage_ioctls() {
         "still serving"
     );
     assert!(ioctl::get_size(&fd).is_ok());
+    // The extensions too (GET_TOKEN 32, SETUP 33), on regions still fresh.
+    let mut garbage = GarbageIoctls::new(0x1234_5678_9abc_def1, 40);
+    for i in 0..200 {
+        let fresh = open(&m.path(&format!("f{i}")), libc::O_RDWR | libc::O_CREAT).unwrap();
+        for _ in 0..10 {
+            garbage.send(&fresh);
+        }
+    }
+    assert!(m.server_alive(), "still running");
+    assert_eq!(read_text(&m.path("mshare_info")), "1073741824\n");
 }
 
 /// A server without CAP_SYS_ADMIN (here: on a /dev/fuse descriptor that
