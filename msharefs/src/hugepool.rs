@@ -210,7 +210,11 @@ impl HugePool {
     ) -> Result<T, Fail> {
         let mut ours = self.ours.lock();
         let grown = self.grow(need, &mut ours)?;
-        let res = allocate();
+        let res = allocate().map_err(|f| match (self.policy, f.errno) {
+            // The administrator's pool (with any overcommit) said no.
+            (PoolPolicy::Manual, Errno::ENOMEM) => self.manual_shortfall(need).unwrap_or(f),
+            _ => f,
+        });
         let unused = match &res {
             Ok((_, used)) => grown.saturating_sub(*used),
             Err(_) => grown,
@@ -224,24 +228,30 @@ impl HugePool {
         res.map(|(v, _)| v)
     }
 
+    /// Why `need` pages did not fit in the administrator's pool, with the
+    /// numbers (logged).
+    fn manual_shortfall(&self, need: u64) -> Option<Fail> {
+        let now = counts().ok()?;
+        let s = Shortfall {
+            need,
+            available: now.available(),
+            limit: now.total,
+            policy: PoolPolicy::Manual,
+        };
+        warn!("hugetlb pool: {}", s.explain());
+        Some(Fail::with(Errno::ENOMEM, s.explain()))
+    }
+
     /// Grows the pool so that `need` pages are free (`auto`); the pages
     /// added.
     fn grow(&self, need: u64, ours: &mut u64) -> Result<u64, Fail> {
-        if need == 0 {
+        // Under manual the kernel decides (the administrator may allow
+        // overcommit).
+        if need == 0 || self.policy == PoolPolicy::Manual {
             return Ok(0);
         }
         let now = counts().map_err(|e| Fail::with(e, format!("cannot read {SYSFS}: {e}")))?;
-        let grow = match self.policy {
-            PoolPolicy::Auto => plan(need, now, self.max_pages),
-            PoolPolicy::Manual if now.available() >= need => Ok(0),
-            PoolPolicy::Manual => Err(Shortfall {
-                need,
-                available: now.available(),
-                limit: now.total,
-                policy: PoolPolicy::Manual,
-            }),
-        }
-        .map_err(|s| {
+        let grow = plan(need, now, self.max_pages).map_err(|s| {
             warn!("hugetlb pool: {}", s.explain());
             Fail::with(Errno::ENOMEM, s.explain())
         })?;
