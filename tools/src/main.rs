@@ -14,6 +14,7 @@ mod names;
 mod pool;
 mod procfs;
 mod regions;
+mod stat;
 mod transfer;
 
 use std::ffi::OsString;
@@ -22,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use indicatif::BinaryBytes;
 use libmshare::{CreateOptions, Mount};
 use mshare_uapi::{parse_size, Backing, HUGE_PAGE_SIZE};
 use nix::errno::Errno;
@@ -359,64 +359,11 @@ fn create(
     }
 }
 
-/// The `stat` line's figures.
-#[derive(Debug, Serialize)]
-struct Stat {
-    regions: usize,
-    allocated: u64,
-    mappers: usize,
-    page_tables: u64,
-    page_tables_4k: u64,
-    page_tables_saved: u64,
-    ksm_saved: Option<u64>,
-    saved: u64,
-    uninspected: usize,
-}
-
-fn stat(mount: &Mount) -> Result<Stat, Error> {
+fn stat(mount: &Mount) -> Result<stat::Stat, Error> {
     let mut all = all_regions(mount)?;
     regions::add_usage(&mut all);
-    let usages = all.iter().filter_map(|r| r.usage.as_ref());
-    let mut pids: Vec<u32> = usages
-        .clone()
-        .flat_map(|u| u.mappers.iter().map(|m| m.pid))
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    let page_tables = usages.clone().map(|u| u.page_tables).sum();
-    let page_tables_4k: u64 = usages.clone().map(|u| u.page_tables_4k).sum();
-    let page_tables_saved = page_tables_4k.saturating_sub(page_tables);
     let ksm_saved = ksm::read().ok().map(|k| k.saved());
-    Ok(Stat {
-        regions: all.len(),
-        allocated: all.iter().filter_map(|r| r.allocated).sum(),
-        mappers: pids.len(),
-        page_tables,
-        page_tables_4k,
-        page_tables_saved,
-        ksm_saved,
-        saved: page_tables_saved + ksm_saved.unwrap_or(0),
-        uninspected: usages.map(|u| u.uninspected).max().unwrap_or(0),
-    })
-}
-
-impl Stat {
-    fn line(&self) -> String {
-        let ksm = self
-            .ksm_saved
-            .map_or("not available".into(), |b| BinaryBytes(b).to_string());
-        format!(
-            "{} regions, {} allocated, mapped by {} processes; page tables {} instead of {} \
-             (saved {}); KSM saved {ksm}; saved in all {}\n",
-            self.regions,
-            BinaryBytes(self.allocated),
-            self.mappers,
-            BinaryBytes(self.page_tables),
-            BinaryBytes(self.page_tables_4k),
-            BinaryBytes(self.page_tables_saved),
-            BinaryBytes(self.saved),
-        )
-    }
+    Ok(stat::Stat::of(&all, ksm_saved))
 }
 
 /// The mount and its alignment.
@@ -562,7 +509,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
         }
         Command::Stat => {
             let s = stat(&mount)?;
-            emit(out, json, &s, Stat::line)?;
+            emit(out, json, &s, stat::Stat::line)?;
             warn_uninspected(s.uninspected, MAP_TOO);
         }
     }
