@@ -23,7 +23,7 @@
 //! caller that is not root) is counted in [`Scan::uninspected`], so the
 //! caller can say so instead of under-counting silently.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 
 use mshare_uapi::{MemoryId, HUGE_PAGE_SIZE, PAGE_SIZE};
@@ -169,6 +169,9 @@ pub fn parse_smaps(text: &str, wanted: &dyn Fn(&MemoryId) -> bool) -> Vec<(Memor
 /// Reads the mappings of every process that maps one of `ids`.
 pub fn scan(ids: &[MemoryId]) -> Scan {
     let mut scan = Scan::default();
+    // Thousands of regions and processes with thousands of mappings: look
+    // identities up in a set.
+    let ids: HashSet<MemoryId> = ids.iter().copied().collect();
     let wanted = |id: &MemoryId| ids.contains(id);
     for pid in procfs::pids() {
         let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
