@@ -34,10 +34,11 @@ pub const RECORD_FILE: &str = "hugetlb_pool";
 /// The kernel's counts of 2 MiB pages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// The persistent pool: `nr_hugepages` less `surplus_hugepages` (pages
-    /// in use that go when freed), which is what writing `nr_hugepages`
-    /// sets.
+    /// `nr_hugepages`: every huge page, surplus ones included.
     pub total: u64,
+    /// `surplus_hugepages`: pages in use beyond the persistent pool, which
+    /// go when they are freed (what a shrink leaves of pages still mapped).
+    pub surplus: u64,
     /// `free_hugepages`.
     pub free: u64,
     /// `resv_hugepages`: free pages promised to mappings already made.
@@ -113,11 +114,38 @@ pub struct HugePool {
     policy: PoolPolicy,
     /// `hugetlb_max=`, in pages.
     max_pages: u64,
-    /// Pages this server (or the one before it on the same state) added to
-    /// the pool and has not given back. Held while the pool is changed.
-    ours: Mutex<u64>,
-    /// Where `ours` is kept so that it outlives the server.
+    /// What this server (or the one before it on the same state) did to
+    /// the pool. Held while the pool is changed, so that no allocation
+    /// takes pages between a change and its use.
+    owned: Mutex<Owned>,
+    /// Where `owned` is kept so that it outlives the server.
     record: Option<PathBuf>,
+}
+
+/// The server's share of the pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Owned {
+    /// Pages added to the pool and not given back.
+    added: u64,
+    /// Free pages to keep (reserved ahead by root), which are not given
+    /// back while idle; allocations use them up.
+    kept: u64,
+}
+
+impl Owned {
+    /// The record's text: `ADDED KEPT`.
+    fn text(&self) -> String {
+        format!("{} {}\n", self.added, self.kept)
+    }
+
+    /// Reads a record (`ADDED` alone from an older record).
+    fn parse(text: &str) -> Option<Owned> {
+        let mut f = text.split_whitespace().map(|n| n.parse::<u64>().ok());
+        Some(Owned {
+            added: f.next()??,
+            kept: f.next().flatten().unwrap_or(0),
+        })
+    }
 }
 
 fn read_count(name: &str) -> Result<u64, Errno> {
@@ -139,7 +167,8 @@ fn persistent() -> Result<u64, Errno> {
 /// The kernel's counts now.
 pub fn counts() -> Result<Counts, Errno> {
     Ok(Counts {
-        total: persistent()?,
+        total: read_count("nr_hugepages")?,
+        surplus: read_count("surplus_hugepages")?,
         free: read_count("free_hugepages")?,
         reserved: read_count("resv_hugepages")?,
     })
@@ -156,22 +185,25 @@ impl HugePool {
     /// `fresh` (nothing of a previous server is adopted) gives back what
     /// the record says a previous server added.
     pub fn new(policy: PoolPolicy, max_pages: u64, record: Option<PathBuf>, fresh: bool) -> Self {
-        let ours = record
+        let owned = record
             .as_deref()
             .and_then(|p| fs::read_to_string(p).ok())
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
+            .and_then(|t| Owned::parse(&t))
+            .unwrap_or_default();
         let pool = HugePool {
             policy,
             max_pages,
-            ours: Mutex::new(ours),
+            owned: Mutex::new(owned),
             record,
         };
-        if ours > 0 {
+        if owned.added > 0 {
             if fresh {
-                pool.give_back(ours);
+                pool.give_back_all();
             } else {
-                info!("hugetlb pool: {ours} pages were added by a previous server for the regions adopted");
+                info!(
+                    "hugetlb pool: {} pages were added by a previous server for the regions adopted",
+                    owned.added
+                );
             }
         }
         pool
@@ -182,20 +214,23 @@ impl HugePool {
         PoolStatus {
             policy: self.policy,
             max_pages: self.max_pages,
-            ours: *self.ours.lock(),
+            ours: self.owned.lock().added,
         }
     }
 
-    fn save(&self, ours: u64) {
-        if let Some(path) = &self.record {
-            let tmp = path.with_extension("new");
-            let res = fs::write(&tmp, format!("{ours}\n")).and_then(|()| fs::rename(&tmp, path));
-            if let Err(e) = res {
-                warn!(
-                    "cannot record the hugetlb pages added ({ours}) in {}: {e}",
-                    path.display()
-                );
-            }
+    /// Records `owned` if it differs from `before`.
+    fn save(&self, before: Owned, owned: &Owned) {
+        let Some(path) = self.record.as_ref().filter(|_| before != *owned) else {
+            return;
+        };
+        let tmp = path.with_extension("new");
+        let res = fs::write(&tmp, owned.text()).and_then(|()| fs::rename(&tmp, path));
+        if let Err(e) = res {
+            warn!(
+                "cannot record the hugetlb pages added ({}) in {}: {e}",
+                owned.added,
+                path.display()
+            );
         }
     }
 
@@ -208,24 +243,24 @@ impl HugePool {
         need: u64,
         allocate: impl FnOnce() -> Result<(T, u64), Fail>,
     ) -> Result<T, Fail> {
-        let mut ours = self.ours.lock();
-        let grown = self.grow(need, &mut ours)?;
-        let res = allocate().map_err(|f| match (self.policy, f.errno) {
-            // The administrator's pool (with any overcommit) said no.
-            (PoolPolicy::Manual, Errno::ENOMEM) => self.manual_shortfall(need).unwrap_or(f),
-            _ => f,
+        let mut owned = self.owned.lock();
+        let before = *owned;
+        let res = self.grow(need, &mut owned).and_then(|grown| {
+            let res = allocate().map_err(|f| match (self.policy, f.errno) {
+                // The administrator's pool (with any overcommit) said no.
+                (PoolPolicy::Manual, Errno::ENOMEM) => self.manual_shortfall(need).unwrap_or(f),
+                _ => f,
+            });
+            let used = res.as_ref().map_or(0, |(_, used)| *used);
+            owned.kept = owned.kept.saturating_sub(used);
+            let unused = grown.saturating_sub(used);
+            if unused > 0 {
+                self.shrink(unused, &mut owned);
+            }
+            res.map(|(v, _)| v)
         });
-        let unused = match &res {
-            Ok((_, used)) => grown.saturating_sub(*used),
-            Err(_) => grown,
-        };
-        if unused > 0 {
-            self.shrink(unused, &mut ours);
-        }
-        if grown > 0 || unused > 0 {
-            self.save(*ours);
-        }
-        res.map(|(v, _)| v)
+        self.save(before, &owned);
+        res
     }
 
     /// Why `need` pages did not fit in the administrator's pool, with the
@@ -243,8 +278,8 @@ impl HugePool {
     }
 
     /// Grows the pool so that `need` pages are free (`auto`); the pages
-    /// added.
-    fn grow(&self, need: u64, ours: &mut u64) -> Result<u64, Fail> {
+    /// that came new.
+    fn grow(&self, need: u64, owned: &mut Owned) -> Result<u64, Fail> {
         // Under manual the kernel decides (the administrator may allow
         // overcommit).
         if need == 0 || self.policy == PoolPolicy::Manual {
@@ -258,6 +293,11 @@ impl HugePool {
         if grow == 0 {
             return Ok(0);
         }
+        // Writing nr_hugepages sets the persistent pool. Raising it turns
+        // surplus pages (in use, left by a shrink) back into persistent
+        // ones before it allocates any: ask for all pages plus `grow`, so
+        // that `grow` new ones come.
+        let persistent_before = now.total - now.surplus;
         let want = now.total + grow;
         let write = |pages| {
             write_total(pages)
@@ -271,7 +311,7 @@ impl HugePool {
         }
         let got = persistent().unwrap_or(0);
         if got < want {
-            let _ = write_total(now.total);
+            let _ = write_total(persistent_before);
             let why = format!(
                 "needs {need} huge pages, {} are free and the kernel could grow the pool only \
                  to {got} of {want}: free memory (or reserve at boot with hugepages=)",
@@ -280,53 +320,93 @@ impl HugePool {
             warn!("hugetlb pool: {why}");
             return Err(Fail::with(Errno::ENOMEM, why));
         }
-        *ours += grow;
+        // Ours: the new pages and the surplus ones taken back (a shrink
+        // made them surplus; tidy gives them back once they are free).
+        owned.added += got - persistent_before;
         info!(
             "hugetlb pool: grew by {grow} pages to {want} ({} ours)",
-            *ours
+            owned.added
         );
         Ok(grow)
     }
 
     /// Gives back up to `pages` of the pages this server added (pages in
-    /// use become surplus and go when they are freed).
-    fn shrink(&self, pages: u64, ours: &mut u64) {
-        let n = pages.min(*ours);
+    /// use become surplus and go when they are freed); counts what the
+    /// persistent pool really lost.
+    fn shrink(&self, pages: u64, owned: &mut Owned) {
+        let n = pages.min(owned.added);
         if n == 0 {
             return;
         }
-        let res = persistent().and_then(|t| write_total(t.saturating_sub(n)));
+        let res = persistent().and_then(|before| {
+            write_total(before.saturating_sub(n))?;
+            Ok(before.saturating_sub(persistent()?))
+        });
         match res {
-            Ok(()) => {
-                *ours -= n;
-                info!("hugetlb pool: gave back {n} pages ({} ours)", *ours);
+            Ok(lost) => {
+                owned.added -= lost.min(owned.added);
+                info!(
+                    "hugetlb pool: gave back {lost} pages ({} ours)",
+                    owned.added
+                );
             }
             Err(e) => warn!("hugetlb pool: cannot give back {n} pages: {e}"),
         }
     }
 
-    /// Gives back up to `pages` pages after hugetlb memory was freed.
-    pub fn give_back(&self, pages: u64) {
-        if pages == 0 {
+    /// Gives back the pages this server added that are free and not kept
+    /// for root's reservation: pages that were still mapped when their
+    /// region went, and that a later growth took back from surplus, become
+    /// free only when the last process unmaps them, which nothing
+    /// announces. Cheap when nothing is ours; main calls it every second.
+    pub fn tidy(&self) {
+        let mut owned = self.owned.lock();
+        let before = *owned;
+        self.tidy_locked(&mut owned);
+        self.save(before, &owned);
+    }
+
+    fn tidy_locked(&self, owned: &mut Owned) {
+        if owned.added <= owned.kept {
             return;
         }
-        let mut ours = self.ours.lock();
-        let before = *ours;
-        self.shrink(pages, &mut ours);
-        if *ours != before {
-            self.save(*ours);
+        let Ok(now) = counts() else { return };
+        let idle = now
+            .available()
+            .saturating_sub(owned.kept)
+            .min(owned.added - owned.kept);
+        if idle > 0 {
+            self.shrink(idle, owned);
         }
+    }
+
+    /// Frees hugetlb memory (`free`, which says how many pages it held) and
+    /// gives back up to that many of the pages this server added, under the
+    /// pool's lock: no allocation can take the freed pages in between and
+    /// have them turned into surplus by the shrink.
+    pub fn release(&self, free: impl FnOnce() -> u64) {
+        let mut owned = self.owned.lock();
+        let before = *owned;
+        let pages = free();
+        self.shrink(pages, &mut owned);
+        self.tidy_locked(&mut owned);
+        self.save(before, &owned);
     }
 
     /// Gives back every page this server added (after a clean unmount
     /// freed every region).
     pub fn give_back_all(&self) {
-        let ours = *self.ours.lock();
-        self.give_back(ours);
+        let mut owned = self.owned.lock();
+        let before = *owned;
+        owned.kept = 0;
+        let all = owned.added;
+        self.shrink(all, &mut owned);
+        self.save(before, &owned);
     }
 
-    /// Grows the pool now so that `bytes` of hugetlb memory are free
-    /// (root's `msharectl pool --reserve`); under `manual`, `EPERM`.
+    /// Grows the pool now so that `bytes` of hugetlb memory are free, and
+    /// keeps them free for later regions (root's `msharectl pool
+    /// --reserve`); under `manual`, `EPERM`.
     pub fn reserve(&self, bytes: u64) -> Result<(), Fail> {
         if self.policy == PoolPolicy::Manual {
             return Err(Fail::new(
@@ -334,13 +414,15 @@ impl HugePool {
                 "hugetlb_pool=manual: the administrator sizes vm.nr_hugepages",
             ));
         }
-        // Nothing is allocated: the pages stay free, and ours.
-        let mut ours = self.ours.lock();
-        let grown = self.grow(pages_for(bytes), &mut ours)?;
-        if grown > 0 {
-            self.save(*ours);
+        let mut owned = self.owned.lock();
+        let before = *owned;
+        let pages = pages_for(bytes);
+        let res = self.grow(pages, &mut owned);
+        if res.is_ok() {
+            owned.kept = owned.kept.max(pages);
         }
-        Ok(())
+        self.save(before, &owned);
+        res.map(drop)
     }
 }
 
@@ -351,6 +433,7 @@ mod tests {
     fn counts(total: u64, free: u64, reserved: u64) -> Counts {
         Counts {
             total,
+            surplus: 0,
             free,
             reserved,
         }
@@ -385,6 +468,15 @@ mod tests {
         assert!(plan(200, counts(100, 10, 0), 289).is_err());
         // A pool the administrator made larger than the ceiling.
         assert_eq!(plan(5, counts(400, 1, 0), 300).unwrap_err().limit, 400);
+    }
+
+    #[test]
+    fn the_record_reads_old_and_new_forms() {
+        let o = Owned { added: 7, kept: 3 };
+        assert_eq!(Owned::parse(&o.text()), Some(o));
+        assert_eq!(Owned::parse("5\n"), Some(Owned { added: 5, kept: 0 }));
+        assert_eq!(Owned::parse("x"), None);
+        assert_eq!(Owned::parse(""), None);
     }
 
     #[test]

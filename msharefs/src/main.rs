@@ -424,6 +424,16 @@ fn main() -> ExitCode {
             .map(|(dir, _)| dir.path().join(hugepool::RECORD_FILE)),
         opts.fresh,
     ));
+    if opts.hugetlb_pool == mshare_uapi::PoolPolicy::Auto {
+        let pool = pool.clone();
+        std::thread::Builder::new()
+            .name("hugetlb-pool".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                pool.tidy();
+            })
+            .ok();
+    }
     let fs = fs::MshareFs::new(
         opts.clone(),
         plan.limits,

@@ -352,13 +352,23 @@ impl Region {
         let info = st.info()?;
         let rest = cut(&st.objects, u, &info, self.kind)?;
         if let Some(file) = &st.file {
-            let before = backing::allocated(file);
-            backing::punch_hole(file.as_fd(), u.addr - info.start, u.size)
-                .map_err(|e| Fail::with(e, format!("cannot free memory: {e}")))?;
-            if self.kind == Backing::Hugetlb {
-                let after = backing::allocated(file);
-                self.pool.give_back(pages_for(before.saturating_sub(after)));
-            }
+            let punch = || {
+                let before = backing::allocated(file);
+                let res = backing::punch_hole(file.as_fd(), u.addr - info.start, u.size);
+                (res, before.saturating_sub(backing::allocated(file)))
+            };
+            let res = if self.kind == Backing::Hugetlb {
+                let mut res = Ok(());
+                self.pool.release(|| {
+                    let (r, freed) = punch();
+                    res = r;
+                    pages_for(freed)
+                });
+                res
+            } else {
+                punch().0
+            };
+            res.map_err(|e| Fail::with(e, format!("cannot free memory: {e}")))?;
         }
         st.objects = rest;
         self.record(&st);

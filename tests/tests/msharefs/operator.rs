@@ -244,9 +244,17 @@ fn the_hugetlb_pool_grows_for_a_region_and_returns_after_it() {
     ok(ctl(&m, &["rm", "sga"]));
     assert_eq!(huge("nr_hugepages") - huge("surplus_hugepages"), total);
     assert_eq!(json(&m, &["pool"])["ours"], 0);
+    // A new region while those pages are still mapped: the pool grows by
+    // new pages, not by taking back the surplus ones that are in use.
+    ok(ctl(&m, &["create", "sgb", "32M", "--backing", "hugetlb"]));
+    ok(ctl(&m, &["write", "sgb"]));
+    ok(ctl(&m, &["rm", "sgb"]));
+    // The old pages are still mapped; they go once the mapper is gone.
     drop(mapper);
-    wait_until("the surplus pages to go", || huge("surplus_hugepages") == 0);
-    assert_eq!(huge("nr_hugepages"), total);
+    wait_until("the pool to return to its size", || {
+        huge("nr_hugepages") == total && huge("surplus_hugepages") == 0
+    });
+    assert_eq!(json(&m, &["pool"])["ours"], 0);
     assert_eq!(meminfo("HugePages_Total"), total);
 }
 
@@ -619,4 +627,52 @@ fn a_large_transfer_on_a_terminal_shows_progress() {
         "{:?}",
         String::from_utf8_lossy(&piped.stderr)
     );
+}
+
+#[test]
+fn concurrent_hugetlb_creates_and_removes_keep_the_pool_accounting_right() {
+    let m = Server::mount("align=2M");
+    assert_eq!(huge("surplus_hugepages"), 0);
+    let total = huge("nr_hugepages");
+    let dir = m.dir.clone();
+    // Four creators at once, each making and removing 2 MiB..8 MiB regions.
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mount = libmshare::Mount::at(&dir).unwrap();
+                let opts = libmshare::CreateOptions {
+                    backing: Some(libmshare::Backing::Hugetlb),
+                    ..Default::default()
+                };
+                for i in 0..20u64 {
+                    let name = format!("w{w}-{i}");
+                    let size = (1 + (w + i) % 4) * MIB2;
+                    let region = mount.create(&name, 0, size, &opts).unwrap();
+                    region.map().unwrap().write(0, &[w as u8 + 1]);
+                    if i % 3 != 0 {
+                        mount.remove(&name).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    // What is left is held; the pool has exactly what the server added.
+    let pool = json(&m, &["pool"]);
+    let held = huge("nr_hugepages") - huge("free_hugepages");
+    assert_eq!(
+        huge("nr_hugepages"),
+        total + pool["ours"].as_u64().unwrap(),
+        "{pool}"
+    );
+    assert!(held > 0, "the kept regions hold pages");
+    for name in ok(ctl(&m, &["list"])).lines().skip(1) {
+        let name = name.split('\t').next().unwrap();
+        ok(ctl(&m, &["rm", name]));
+    }
+    assert_eq!(huge("nr_hugepages"), total, "every page given back");
+    assert_eq!(json(&m, &["pool"])["ours"], 0);
 }
