@@ -155,7 +155,13 @@ pub fn add_usage(regions: &mut [RegionReport]) {
 /// The fields every report has.
 const KEYS: [&str; 5] = ["name", "start", "size", "backing", "allocated"];
 /// The fields of who maps a region.
-const USAGE_KEYS: [&str; 4] = ["mappers", "resident", "page_tables", "page_tables_4k"];
+const USAGE_KEYS: [&str; 5] = [
+    "mappers",
+    "resident",
+    "page_tables",
+    "page_tables_4k",
+    "pids",
+];
 
 fn or_dash(v: Option<impl ToString>) -> String {
     v.map_or("-".into(), |v| v.to_string())
@@ -173,11 +179,17 @@ impl RegionReport {
             or_dash(self.allocated),
         ];
         if let Some(u) = &self.usage {
+            let pids: Vec<String> = u.mappers.iter().map(|m| m.pid.to_string()).collect();
             v.extend([
                 u.mappers.len().to_string(),
                 u.resident.to_string(),
                 u.page_tables.to_string(),
                 u.page_tables_4k.to_string(),
+                if pids.is_empty() {
+                    "-".into()
+                } else {
+                    pids.join(",")
+                },
             ]);
         }
         v

@@ -168,6 +168,14 @@ fn show_names_exactly_the_processes_that_map_a_region() {
     let long = ok(ctl(&m, &["list", "-l"]));
     let row = long.lines().find(|l| l.starts_with("sga\t")).unwrap();
     assert_eq!(row.split('\t').nth(5), Some("3"), "MAPPERS: {long}");
+    let pids: BTreeSet<u32> = row
+        .split('\t')
+        .nth(9)
+        .unwrap()
+        .split(',')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids, expected, "PIDS: {long}");
 
     // Another user sees its own process and is told what it cannot see.
     let as_user = msharectl()
