@@ -684,3 +684,27 @@ fn concurrent_hugetlb_creates_and_removes_keep_the_pool_accounting_right() {
     assert_eq!(huge("nr_hugepages"), total, "every page given back");
     assert_eq!(json(&m, &["pool"])["ours"], 0);
 }
+
+/// The shell-level test: `tests/scripts/operator.sh` drives
+/// msharectl as an operator's script would, with three holder processes
+/// built against the installed library.
+#[test]
+fn a_shell_script_creates_loads_attaches_shows_reads_and_removes() {
+    let m = Server::mount("align=2M");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/operator.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(bin_dir().join("msharectl"))
+        .arg(&m.dir)
+        .arg(bin_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "operator.sh: ok\n");
+    assert!(!m.path("sga").exists());
+}
