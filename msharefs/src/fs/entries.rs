@@ -188,6 +188,11 @@ impl MshareFs {
                     }
                 }
             }
+            if freed.is_some() {
+                // Its memory goes now: it no longer counts against the
+                // limits, though the kernel may still refer to it.
+                ns.uncount(ino);
+            }
             ns.remove_if_unused(ino);
         }
         if let Some((r, memory)) = freed {

@@ -92,6 +92,10 @@ pub struct Node {
     lookups: AtomicU64,
     /// The uid whose quota the node counts against (its creator).
     charged: u32,
+    /// Whether it still counts against the limits: until it holds nothing
+    /// of the server's (an empty directory once removed, a region once its
+    /// memory is freed), not until the kernel forgets it.
+    counted: bool,
 }
 
 impl Node {
@@ -99,6 +103,7 @@ impl Node {
         Node {
             kind,
             charged: meta.uid,
+            counted: true,
             meta,
             links: 1,
             parent,
@@ -167,7 +172,8 @@ pub struct Namespace {
     nodes: HashMap<INodeNo, Node>,
     /// The number the next node gets (never reused).
     next_ino: u64,
-    /// Nodes made by clients (linked, or unlinked but still in use).
+    /// Nodes made by clients that count against the limits (linked, or an
+    /// unlinked region whose memory is not freed yet).
     made: u64,
     /// The same, by the uid charged for them.
     made_by: HashMap<u32, u64>,
@@ -343,6 +349,10 @@ impl Namespace {
         self.dir_mut(parent)?.remove(name);
         self.touch_dir(parent);
         self.drop_link(ino);
+        if removal == Removal::Dir {
+            // An empty directory holds nothing once its name is gone.
+            self.uncount(ino);
+        }
         Ok(ino)
     }
 
@@ -488,15 +498,28 @@ impl Namespace {
         if ino.0 <= INFO.0 || node.is_linked() || node.lookups.load(Ordering::Relaxed) > 0 || open {
             return None;
         }
-        let node = self.nodes.remove(&ino)?;
+        self.uncount(ino);
+        self.nodes.remove(&ino)
+    }
+
+    /// Stops counting `ino` against the limits: it holds nothing of the
+    /// server's any more (a removed directory, a region whose memory was
+    /// freed), though the kernel may still refer to it until it forgets.
+    pub fn uncount(&mut self, ino: INodeNo) {
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if !std::mem::replace(&mut node.counted, false) {
+            return;
+        }
+        let uid = node.charged;
         self.made = self.made.saturating_sub(1);
-        if let Some(n) = self.made_by.get_mut(&node.charged) {
+        if let Some(n) = self.made_by.get_mut(&uid) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.made_by.remove(&node.charged);
+                self.made_by.remove(&uid);
             }
         }
-        Some(node)
     }
 
     /// What the state file records of `ino`: the node while a name points

@@ -146,9 +146,17 @@ fn every_node_counts_and_each_user_has_a_share() {
     let err = n.insert(ROOT, os("r2"), dir(), as_uid(0)).unwrap_err();
     assert_eq!(err.errno, Errno::ENOSPC, "the mount is full, root too");
     n.remove(ROOT, os("d1"), Removal::Dir).unwrap();
+    assert_eq!(
+        n.node_count(),
+        3,
+        "a removed directory stops counting at once, not when the kernel forgets it"
+    );
+    let d3 = n.insert(ROOT, os("d3"), dir(), as_uid(1000)).unwrap();
     assert!(n.remove_if_unused(d).is_some());
-    assert_eq!(n.node_count(), 3);
-    n.insert(ROOT, os("d3"), dir(), as_uid(1000)).unwrap();
+    assert_eq!(n.node_count(), 4, "and is not uncounted twice");
+    n.uncount(d3);
+    n.uncount(d3);
+    assert_eq!(n.node_count(), 3, "uncounting is once per node");
 }
 
 #[test]
