@@ -19,14 +19,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
-use mshare_uapi::{PoolPolicy, PoolStatus, HUGE_PAGE_SIZE};
+use mshare_uapi::{PoolPolicy, PoolStatus, Shortfall, HUGE_PAGES_SYSFS as SYSFS, HUGE_PAGE_SIZE};
 use nix::errno::Errno;
 use parking_lot::Mutex;
 
-use crate::fail::Fail;
-
-/// Where the kernel counts 2 MiB huge pages.
-const SYSFS: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+use crate::fail::{errno_of, Fail};
 
 /// The file in the state directory that holds how many pages are ours.
 pub const RECORD_FILE: &str = "hugetlb_pool";
@@ -49,42 +46,6 @@ impl Counts {
     /// Free pages that no mapping has been promised.
     pub fn available(&self) -> u64 {
         self.free.saturating_sub(self.reserved)
-    }
-}
-
-/// Why the pool cannot give `need` pages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shortfall {
-    /// Pages the allocation needs.
-    pub need: u64,
-    /// Pages free for it now.
-    pub available: u64,
-    /// The most the pool may hold (`hugetlb_max`), or what it holds under
-    /// `manual`.
-    pub limit: u64,
-    /// The policy in force.
-    pub policy: PoolPolicy,
-}
-
-impl Shortfall {
-    /// The log line and error text: the numbers and what to do.
-    pub fn explain(&self) -> String {
-        let Shortfall {
-            need,
-            available,
-            limit,
-            ..
-        } = *self;
-        match self.policy {
-            PoolPolicy::Auto => format!(
-                "needs {need} huge pages, {available} are free and the pool can grow to \
-                 {limit} (hugetlb_max): raise hugetlb_max or free memory"
-            ),
-            PoolPolicy::Manual => format!(
-                "needs {need} huge pages, {available} of the pool's {limit} are free \
-                 (hugetlb_pool=manual): raise vm.nr_hugepages or mount with hugetlb_pool=auto"
-            ),
-        }
     }
 }
 
@@ -149,14 +110,12 @@ impl Owned {
 }
 
 fn read_count(name: &str) -> Result<u64, Errno> {
-    let text = fs::read_to_string(Path::new(SYSFS).join(name))
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+    let text = fs::read_to_string(Path::new(SYSFS).join(name)).map_err(|e| errno_of(&e))?;
     text.trim().parse().map_err(|_| Errno::EIO)
 }
 
 fn write_total(pages: u64) -> Result<(), Errno> {
-    fs::write(Path::new(SYSFS).join("nr_hugepages"), pages.to_string())
-        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+    fs::write(Path::new(SYSFS).join("nr_hugepages"), pages.to_string()).map_err(|e| errno_of(&e))
 }
 
 /// The persistent pool size (what writing `nr_hugepages` sets).
@@ -273,8 +232,8 @@ impl HugePool {
             limit: now.total,
             policy: PoolPolicy::Manual,
         };
-        warn!("hugetlb pool: {}", s.explain());
-        Some(Fail::with(Errno::ENOMEM, s.explain()))
+        warn!("hugetlb pool: {s}");
+        Some(Fail::with(Errno::ENOMEM, s.to_string()))
     }
 
     /// Grows the pool so that `need` pages are free (`auto`); the pages
@@ -287,8 +246,8 @@ impl HugePool {
         }
         let now = counts().map_err(|e| Fail::with(e, format!("cannot read {SYSFS}: {e}")))?;
         let grow = plan(need, now, self.max_pages).map_err(|s| {
-            warn!("hugetlb pool: {}", s.explain());
-            Fail::with(Errno::ENOMEM, s.explain())
+            warn!("hugetlb pool: {s}");
+            Fail::with(Errno::ENOMEM, s.to_string())
         })?;
         if grow == 0 {
             return Ok(0);
@@ -380,17 +339,19 @@ impl HugePool {
         }
     }
 
-    /// Frees hugetlb memory (`free`, which says how many pages it held) and
-    /// gives back up to that many of the pages this server added, under the
-    /// pool's lock: no allocation can take the freed pages in between and
-    /// have them turned into surplus by the shrink.
-    pub fn release(&self, free: impl FnOnce() -> u64) {
+    /// Frees hugetlb memory (`free`, which returns its result and how many
+    /// pages it freed) and gives back up to that many of the pages this
+    /// server added, under the pool's lock: no allocation can take the
+    /// freed pages in between and have them turned into surplus by the
+    /// shrink.
+    pub fn release<T>(&self, free: impl FnOnce() -> (T, u64)) -> T {
         let mut owned = self.owned.lock();
         let before = *owned;
-        let pages = free();
+        let (res, pages) = free();
         self.shrink(pages, &mut owned);
         self.tidy_locked(&mut owned);
         self.save(before, &owned);
+        res
     }
 
     /// Gives back every page this server added (after a clean unmount
@@ -456,7 +417,7 @@ mod tests {
         let s = plan(512, counts(100, 10, 0), 300).unwrap_err();
         assert_eq!((s.need, s.available, s.limit), (512, 10, 300));
         assert_eq!(
-            s.explain(),
+            s.to_string(),
             "needs 512 huge pages, 10 are free and the pool can grow to 300 (hugetlb_max): \
              raise hugetlb_max or free memory"
         );

@@ -416,9 +416,10 @@ fn main() -> ExitCode {
         },
         None => (state::Journal::volatile(), Vec::new()),
     };
+    let hugetlb_max = hugetlb_max_pages(&opts);
     let pool = std::sync::Arc::new(hugepool::HugePool::new(
         opts.hugetlb_pool,
-        hugetlb_max_pages(&opts),
+        hugetlb_max,
         state
             .as_ref()
             .map(|(dir, _)| dir.path().join(hugepool::RECORD_FILE)),
@@ -478,7 +479,7 @@ fn main() -> ExitCode {
         plan.limits.nodes,
         plan.limits.per_user,
         opts.hugetlb_pool,
-        hugetlb_max_pages(&opts)
+        hugetlb_max
     );
 
     let mut unmounter = session.unmount_callable();

@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use mshare_uapi::{PoolStatus, HUGE_PAGE_SIZE, POOL_XATTR, RESERVE_XATTR};
+use mshare_uapi::{
+    PoolPolicy, PoolStatus, Shortfall, HUGE_PAGES_SYSFS as SYSFS, HUGE_PAGE_SIZE, POOL_XATTR,
+    RESERVE_XATTR,
+};
 use rustix::fs::XattrFlags;
 use serde::Serialize;
 
 use crate::procfs;
-
-/// Where the kernel counts 2 MiB huge pages.
-const SYSFS: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 
 /// The pool, in 2 MiB pages.
 #[derive(Debug, Serialize)]
@@ -27,7 +27,8 @@ pub struct Pool {
     /// they are freed.
     pub surplus: u64,
     /// `auto` or `manual` (the mount's `hugetlb_pool=`).
-    pub policy: String,
+    #[serde(serialize_with = "policy_name")]
+    pub policy: PoolPolicy,
     /// The most the server grows the pool to (`hugetlb_max=`).
     pub max: u64,
     /// Pages the server added and will give back.
@@ -82,7 +83,7 @@ pub fn read(mount: &Path) -> Result<Pool, PoolError> {
         free: count("free_hugepages")?,
         reserved: count("resv_hugepages")?,
         surplus: count("surplus_hugepages")?,
-        policy: status.policy.to_string(),
+        policy: status.policy,
         max: status.max_pages,
         ours: status.ours,
     })
@@ -112,28 +113,35 @@ pub fn reserve(mount: &Path, size: u64) -> Result<(), PoolError> {
 }
 
 /// What to tell a user whose hugetlb allocation of `need` pages failed,
-/// given the pool as it is now.
+/// given the pool as it is now: the server's own wording where the policy
+/// or the ceiling refused, else that the kernel could not grow the pool.
 pub fn shortfall(p: &Pool, need: u64) -> String {
-    let free = p.free.saturating_sub(p.reserved);
-    if p.policy == "manual" {
-        format!(
-            "needs {need} huge pages, {free} of the pool's {} are free (hugetlb_pool=manual): \
-             raise vm.nr_hugepages or mount with hugetlb_pool=auto",
-            p.total
-        )
-    } else if p.total + need.saturating_sub(free) > p.max {
-        format!(
-            "needs {need} huge pages, {free} are free and the pool can grow to {} \
-             (hugetlb_max): raise hugetlb_max or free memory",
-            p.max
-        )
-    } else {
-        format!(
-            "needs {need} huge pages, {free} are free and the kernel could not grow the pool \
-             (memory in use or fragmented): free memory, or reserve ahead with \
+    let available = p.free.saturating_sub(p.reserved);
+    let refused = match p.policy {
+        PoolPolicy::Manual => Some(p.total),
+        PoolPolicy::Auto if p.total + need.saturating_sub(available) > p.max => {
+            Some(p.max.max(p.total))
+        }
+        PoolPolicy::Auto => None,
+    };
+    match refused {
+        Some(limit) => Shortfall {
+            need,
+            available,
+            limit,
+            policy: p.policy,
+        }
+        .to_string(),
+        None => format!(
+            "needs {need} huge pages, {available} are free and the kernel could not grow the \
+             pool (memory in use or fragmented): free memory, or reserve ahead with \
              `msharectl pool --reserve`"
-        )
+        ),
     }
+}
+
+fn policy_name<S: serde::Serializer>(p: &PoolPolicy, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.as_str())
 }
 
 impl Pool {
@@ -157,14 +165,14 @@ impl Pool {
 mod tests {
     use super::*;
 
-    fn pool(policy: &str, total: u64, free: u64, max: u64) -> Pool {
+    fn pool(policy: PoolPolicy, total: u64, free: u64, max: u64) -> Pool {
         Pool {
             page_size: HUGE_PAGE_SIZE,
             total,
             free,
             reserved: 0,
             surplus: 0,
-            policy: policy.into(),
+            policy,
             max,
             ours: 0,
         }
@@ -172,15 +180,15 @@ mod tests {
 
     #[test]
     fn shortfalls_name_the_numbers_and_the_way_out() {
-        let ceiling = shortfall(&pool("auto", 100, 10, 300), 512);
+        let ceiling = shortfall(&pool(PoolPolicy::Auto, 100, 10, 300), 512);
         assert!(
             ceiling.starts_with("needs 512 huge pages, 10 are free and the pool can grow to 300")
                 && ceiling.contains("raise hugetlb_max"),
             "{ceiling}"
         );
-        let kernel = shortfall(&pool("auto", 0, 0, 6000), 512);
+        let kernel = shortfall(&pool(PoolPolicy::Auto, 0, 0, 6000), 512);
         assert!(kernel.contains("could not grow"), "{kernel}");
-        let manual = shortfall(&pool("manual", 8, 8, 6000), 512);
+        let manual = shortfall(&pool(PoolPolicy::Manual, 8, 8, 6000), 512);
         assert!(manual.contains("8 of the pool's 8 are free"), "{manual}");
     }
 }

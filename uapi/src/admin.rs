@@ -113,6 +113,45 @@ impl FromStr for PoolStatus {
     }
 }
 
+/// Why the hugetlb pool cannot give `need` pages: what the server logs and
+/// answers with `ENOMEM`, and what `msharectl` prints, in one wording.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shortfall {
+    /// Pages the allocation needs.
+    pub need: u64,
+    /// Pages free for it now.
+    pub available: u64,
+    /// The most the pool may hold (`hugetlb_max`), or what it holds under
+    /// `manual`.
+    pub limit: u64,
+    /// The policy in force.
+    pub policy: PoolPolicy,
+}
+
+impl fmt::Display for Shortfall {
+    /// The numbers and what to do.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Shortfall {
+            need,
+            available,
+            limit,
+            ..
+        } = *self;
+        match self.policy {
+            PoolPolicy::Auto => write!(
+                f,
+                "needs {need} huge pages, {available} are free and the pool can grow to \
+                 {limit} (hugetlb_max): raise hugetlb_max or free memory"
+            ),
+            PoolPolicy::Manual => write!(
+                f,
+                "needs {need} huge pages, {available} of the pool's {limit} are free \
+                 (hugetlb_pool=manual): raise vm.nr_hugepages or mount with hugetlb_pool=auto"
+            ),
+        }
+    }
+}
+
 /// The value of [`MEMORY_XATTR`]: the device and inode of a region's
 /// backing file, written as `/proc/PID/maps` writes them (`00:27 2`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -39,7 +39,9 @@ mod size;
 mod structs;
 mod token;
 
-pub use admin::{MemoryId, PoolPolicy, PoolStatus, MEMORY_XATTR, POOL_XATTR, RESERVE_XATTR};
+pub use admin::{
+    MemoryId, PoolPolicy, PoolStatus, Shortfall, MEMORY_XATTR, POOL_XATTR, RESERVE_XATTR,
+};
 pub use backing::{Backing, UnknownBacking, BACKING_XATTR};
 pub use ioctl::{
     MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_IOCTL_TYPE,
@@ -72,6 +74,11 @@ pub const PAGE_SIZE: u64 = 4096;
 
 /// Size of a hugetlb page (x86_64 PMD size).
 pub const HUGE_PAGE_SIZE: u64 = 2 << 20;
+
+/// Where the kernel counts hugetlb pages of [`HUGE_PAGE_SIZE`]
+/// (`nr_hugepages`, `free_hugepages`, `resv_hugepages`,
+/// `surplus_hugepages`), which the server sizes and `msharectl pool` shows.
+pub const HUGE_PAGES_SYSFS: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 
 /// One past the highest user address usable without asking for 5-level
 /// paging (x86_64 `DEFAULT_MAP_WINDOW`, minus the guard page).

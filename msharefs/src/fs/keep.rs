@@ -47,16 +47,15 @@ impl MshareFs {
     pub(super) fn free(&self, region: &Region, memory: Option<Arc<std::os::fd::OwnedFd>>) {
         let Some(memory) = memory else { return };
         self.store.discard(region.kind, region.id.0);
-        if region.kind != Backing::Hugetlb {
-            return drop(memory);
+        if region.kind == Backing::Hugetlb {
+            // Pages still mapped by clients become surplus and go with the
+            // last mapping.
+            self.home.pool.release(|| {
+                let bytes = crate::backing::allocated(memory.as_ref());
+                drop(memory);
+                ((), crate::hugepool::pages_for(bytes))
+            });
         }
-        // Pages still mapped by clients become surplus and go with the
-        // last mapping.
-        self.home.pool.release(|| {
-            let bytes = crate::backing::allocated(memory.as_ref());
-            drop(memory);
-            crate::hugepool::pages_for(bytes)
-        });
     }
 
     /// Rebuilds the namespace from what a previous server left (`snap`):

@@ -90,12 +90,9 @@ pub struct Region {
     pub id: INodeNo,
     /// Backing kind, fixed at creation.
     pub kind: Backing,
-    /// The mount's alignment and address ranges.
-    placement: Arc<Placement>,
-    /// Where its layout is recorded, so that it outlives the server.
-    journal: Arc<Journal>,
-    /// Where hugetlb memory comes from.
-    pool: Arc<HugePool>,
+    /// Where it is placed, where its layout is recorded and where its
+    /// hugetlb memory comes from.
+    home: Home,
     /// Everything that changes, under one lock.
     state: Mutex<State>,
 }
@@ -137,9 +134,7 @@ impl Region {
         Region {
             id,
             kind,
-            placement: home.placement.clone(),
-            journal: home.journal.clone(),
-            pool: home.pool.clone(),
+            home: home.clone(),
             state: Mutex::new(State {
                 file: Some(Arc::new(file)),
                 info: None,
@@ -171,7 +166,7 @@ impl Region {
                 .iter()
                 .map(|&(addr, size, prot)| Object { addr, size, prot })
                 .collect();
-            region.placement.claim(id, l.start, l.size);
+            region.home.placement.claim(id, l.start, l.size);
         }
         region
     }
@@ -181,7 +176,7 @@ impl Region {
     /// logged and repaired by the journal's next write.
     fn record(&self, st: &State) {
         let Some(info) = st.info else { return };
-        let _ = self.journal.put(Record::Layout(LayoutRec {
+        let _ = self.home.journal.put(Record::Layout(LayoutRec {
             ino: self.id.0,
             start: info.start,
             size: info.size,
@@ -233,7 +228,7 @@ impl Region {
     /// Sizes the region under its lock (see [`Self::set_size`]); the
     /// caller records it.
     fn size_locked(&self, st: &mut State, mut info: MshareInfo) -> Result<MshareInfo, Fail> {
-        let align = self.placement.align();
+        let align = self.home.placement.align();
         ensure(st.info.is_none(), Errno::EINVAL, "size is already set")?;
         let file = st.file()?;
         if info.start == 0 {
@@ -243,16 +238,20 @@ impl Region {
                 ..info
             };
             check_layout(&probe, align, self.kind)?;
-            info.start = self.placement.pick(self.id, info.size).ok_or(Fail::new(
-                Errno::ENOMEM,
-                "no free aligned address range of that size",
-            ))?;
+            info.start = self
+                .home
+                .placement
+                .pick(self.id, info.size)
+                .ok_or(Fail::new(
+                    Errno::ENOMEM,
+                    "no free aligned address range of that size",
+                ))?;
         } else {
             check_layout(&info, align, self.kind)?;
-            self.placement.claim(self.id, info.start, info.size);
+            self.home.placement.claim(self.id, info.start, info.size);
         }
         if let Err(e) = backing::set_len(file.as_fd(), info.size) {
-            self.placement.release(self.id);
+            self.home.placement.release(self.id);
             return Err(Fail::with(e, format!("cannot size the backing file: {e}")));
         }
         st.info = Some(info);
@@ -317,7 +316,7 @@ impl Region {
         if self.kind != Backing::Hugetlb {
             return backing::allocate(file, offset, len).map_err(fail);
         }
-        self.pool.with_pages(pages_for(len), || {
+        self.home.pool.with_pages(pages_for(len), || {
             let before = backing::allocated(file);
             backing::allocate(file, offset, len).map_err(fail)?;
             Ok(((), pages_for(backing::allocated(file) - before)))
@@ -352,21 +351,18 @@ impl Region {
         let info = st.info()?;
         let rest = cut(&st.objects, u, &info, self.kind)?;
         if let Some(file) = &st.file {
-            let punch = || {
-                let before = backing::allocated(file);
-                let res = backing::punch_hole(file.as_fd(), u.addr - info.start, u.size);
-                (res, before.saturating_sub(backing::allocated(file)))
-            };
+            let punch = || backing::punch_hole(file.as_fd(), u.addr - info.start, u.size);
             let res = if self.kind == Backing::Hugetlb {
-                let mut res = Ok(());
-                self.pool.release(|| {
-                    let (r, freed) = punch();
-                    res = r;
-                    pages_for(freed)
-                });
-                res
+                self.home.pool.release(|| {
+                    let before = backing::allocated(file);
+                    let res = punch();
+                    (
+                        res,
+                        pages_for(before.saturating_sub(backing::allocated(file))),
+                    )
+                })
             } else {
-                punch().0
+                punch()
             };
             res.map_err(|e| Fail::with(e, format!("cannot free memory: {e}")))?;
         }
@@ -429,7 +425,7 @@ impl Region {
         let mut st = self.state.lock();
         st.backing_id = None;
         st.objects.clear();
-        self.placement.release(self.id);
+        self.home.placement.release(self.id);
         st.file.take()
     }
 
