@@ -361,9 +361,9 @@ fn create(
 
 fn stat(mount: &Mount) -> Result<stat::Stat, Error> {
     let mut all = all_regions(mount)?;
-    regions::add_usage(&mut all);
+    let uninspected = regions::add_usage(&mut all);
     let ksm_saved = ksm::read().ok().map(|k| k.saved());
-    Ok(stat::Stat::of(&all, ksm_saved))
+    Ok(stat::Stat::of(&all, ksm_saved, uninspected))
 }
 
 /// The mount and its alignment.
@@ -426,9 +426,11 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
         }
         Command::List { long } => {
             let mut all = all_regions(&mount)?;
-            if long {
-                regions::add_usage(&mut all);
-            }
+            let uninspected = if long {
+                regions::add_usage(&mut all)
+            } else {
+                0
+            };
             emit(out, json, &all, |all| {
                 let mut s = format!("{}\n", RegionReport::header(long));
                 for r in all {
@@ -437,12 +439,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
                 }
                 s
             })?;
-            warn_uninspected(
-                all.first()
-                    .and_then(|r| r.usage.as_ref())
-                    .map_or(0, |u| u.uninspected),
-                MAP_TOO,
-            );
+            warn_uninspected(uninspected, MAP_TOO);
         }
         Command::Create {
             name,
@@ -474,9 +471,9 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
                 errno: libmshare::errno_of(&e),
             })?;
             let mut r = [regions::report(&mount, &name, name.as_ref())];
-            regions::add_usage(&mut r);
+            let uninspected = regions::add_usage(&mut r);
             emit(out, json, &r[0], RegionReport::details)?;
-            warn_uninspected(r[0].usage.as_ref().map_or(0, |u| u.uninspected), MAP_TOO);
+            warn_uninspected(uninspected, MAP_TOO);
         }
         Command::Write { name, offset } => {
             let region = mount.open(&name, false)?;

@@ -136,8 +136,9 @@ pub fn names(dir: &Path, prefix: &OsStr, out: &mut Vec<OsString>) -> io::Result<
     Ok(())
 }
 
-/// Adds who maps each of `regions` (one pass over `/proc`).
-pub fn add_usage(regions: &mut [RegionReport]) {
+/// Adds who maps each of `regions` (one pass over `/proc`); returns how
+/// many processes could not be inspected.
+pub fn add_usage(regions: &mut [RegionReport]) -> usize {
     let ids: Vec<MemoryId> = regions.iter().flat_map(|r| r.ids.clone()).collect();
     let scan = mappers::scan(&ids);
     for r in regions {
@@ -150,6 +151,7 @@ pub fn add_usage(regions: &mut [RegionReport]) {
             mappers,
         });
     }
+    scan.uninspected
 }
 
 /// The fields every report has.

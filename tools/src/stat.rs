@@ -29,8 +29,9 @@ pub struct Stat {
 }
 
 impl Stat {
-    /// The figures of `regions` (with their usage) and KSM's saving.
-    pub fn of(regions: &[RegionReport], ksm_saved: Option<u64>) -> Stat {
+    /// The figures of `regions` (with their usage), KSM's saving, and how
+    /// many processes could not be inspected.
+    pub fn of(regions: &[RegionReport], ksm_saved: Option<u64>, uninspected: usize) -> Stat {
         let usages = regions.iter().filter_map(|r| r.usage.as_ref());
         let mut pids: Vec<u32> = usages
             .clone()
@@ -50,7 +51,7 @@ impl Stat {
             page_tables_saved,
             ksm_saved,
             saved: page_tables_saved + ksm_saved.unwrap_or(0),
-            uninspected: usages.map(|u| u.uninspected).max().unwrap_or(0),
+            uninspected,
         }
     }
 
@@ -79,14 +80,14 @@ mod tests {
 
     #[test]
     fn no_regions_save_nothing_but_ksm() {
-        let s = Stat::of(&[], Some(4096));
+        let s = Stat::of(&[], Some(4096), 0);
         assert_eq!((s.regions, s.mappers, s.saved), (0, 0, 4096));
         assert_eq!(
             s.line(),
             "0 regions, 0 B allocated, mapped by 0 processes; page tables 0 B instead of 0 B \
              (saved 0 B); KSM saved 4.00 KiB; saved in all 4.00 KiB\n"
         );
-        assert!(Stat::of(&[], None)
+        assert!(Stat::of(&[], None, 0)
             .line()
             .contains("KSM saved not available"));
     }
