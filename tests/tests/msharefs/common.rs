@@ -8,6 +8,27 @@ use nix::unistd::Pid;
 
 use msharefs_tests::*;
 
+/// The built `msharectl`.
+pub fn msharectl() -> std::process::Command {
+    std::process::Command::new(bin_dir().join("msharectl"))
+}
+
+/// `msharectl -d MOUNT ARGS`, run to completion.
+pub fn ctl(m: &Server, args: &[&str]) -> std::process::Output {
+    msharectl()
+        .arg("-d")
+        .arg(&m.dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The stdout of a command that must have succeeded.
+pub fn stdout(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
 /// Errno of an `io::Error`.
 pub fn errno_of(e: std::io::Error) -> i32 {
     e.raw_os_error().expect("an OS error")

@@ -1,22 +1,10 @@
 //! msharectl against a real mount.
 
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use msharefs_tests::*;
 
-fn ctl(m: &Server, args: &[&str]) -> Output {
-    Command::new(bin_dir().join("msharectl"))
-        .arg("-d")
-        .arg(&m.dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(o.status.success(), "{o:?}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::common::{ctl, msharectl, stdout};
 
 #[test]
 fn create_list_show_remove() {
@@ -133,16 +121,13 @@ fn failures_have_messages_and_exit_codes() {
     let past = ctl(&m, &["read", "x", "--offset", "4M"]);
     assert_eq!(past.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&past.stderr).contains("offset 4194304 is past its end"));
-    let no_mount = Command::new(bin_dir().join("msharectl"))
+    let no_mount = msharectl()
         .args(["-d", "/nonexistent", "info"])
         .output()
         .unwrap();
     assert_eq!(no_mount.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_mount.stderr).contains("no msharefs mount found"));
-    let usage = Command::new(bin_dir().join("msharectl"))
-        .arg("frobnicate")
-        .output()
-        .unwrap();
+    let usage = msharectl().arg("frobnicate").output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
 
@@ -152,7 +137,7 @@ fn a_closed_pipe_is_not_an_error() {
     for i in 0..200 {
         std::fs::File::create(m.path(&format!("r{i:03}"))).unwrap();
     }
-    let mut child = Command::new(bin_dir().join("msharectl"))
+    let mut child = msharectl()
         .arg("-d")
         .arg(&m.dir)
         .arg("list")
@@ -178,7 +163,7 @@ fn a_closed_pipe_is_not_an_error() {
 fn bench_reports_every_contender_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("bench.svg");
-    let out = Command::new(bin_dir().join("msharectl"))
+    let out = msharectl()
         .args([
             "bench",
             "--json",

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use msharefs_tests::*;
@@ -15,31 +15,11 @@ use serde_json::Value;
 
 use crate::common::*;
 
-fn msharectl() -> Command {
-    Command::new(bin_dir().join("msharectl"))
-}
-
-/// `msharectl -d MOUNT ARGS`.
-fn ctl(m: &Server, args: &[&str]) -> Output {
-    msharectl()
-        .arg("-d")
-        .arg(&m.dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Its stdout, after checking that it succeeded.
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{o:?}");
-    String::from_utf8(o.stdout).unwrap()
-}
-
 /// Its `--json` output.
 fn json(m: &Server, args: &[&str]) -> Value {
     let mut args = args.to_vec();
     args.push("--json");
-    serde_json::from_str(&ok(ctl(m, &args))).unwrap()
+    serde_json::from_str(&stdout(&ctl(m, &args))).unwrap()
 }
 
 /// The pids of `show --json`'s mappers.
@@ -57,10 +37,9 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
-const HUGE_SYSFS: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
-
 fn huge(name: &str) -> u64 {
-    let text = std::fs::read_to_string(Path::new(HUGE_SYSFS).join(name)).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(mshare_uapi::HUGE_PAGES_SYSFS).join(name)).unwrap();
     text.trim().parse().unwrap()
 }
 
@@ -72,7 +51,10 @@ fn huge_available() -> u64 {
 #[test]
 fn show_names_exactly_the_processes_that_map_a_region() {
     let m = Server::mount("align=2M");
-    assert_eq!(ok(ctl(&m, &["create", "sga", "8M", "--mode", "644"])), "");
+    assert_eq!(
+        stdout(&ctl(&m, &["create", "sga", "8M", "--mode", "644"])),
+        ""
+    );
 
     // Load a file into the region as a script would, and read it back.
     let dir = tempfile::tempdir().unwrap();
@@ -86,7 +68,7 @@ fn show_names_exactly_the_processes_that_map_a_region() {
         .stdin(std::fs::File::open(&input).unwrap())
         .output()
         .unwrap();
-    assert_eq!(ok(wrote), "", "quiet on success");
+    assert_eq!(stdout(&wrote), "", "quiet on success");
     let len = data.len().to_string();
     let back = ctl(&m, &["read", "sga", "--offset", "1M", "--length", &len]);
     assert!(back.status.success(), "{back:?}");
@@ -159,13 +141,13 @@ fn show_names_exactly_the_processes_that_map_a_region() {
     }
     assert_eq!(shown["backing"], "thp");
     // The text form has one row per mapper, after the key/value lines.
-    let text = ok(ctl(&m, &["show", "sga"]));
+    let text = stdout(&ctl(&m, &["show", "sga"]));
     assert!(text.contains("mappers\t3\n"), "{text}");
     assert!(
         text.contains(&format!("\n{}\t1000\t8388608\t", user.pid())),
         "{text}"
     );
-    let long = ok(ctl(&m, &["list", "-l"]));
+    let long = stdout(&ctl(&m, &["list", "-l"]));
     let row = long.lines().find(|l| l.starts_with("sga\t")).unwrap();
     assert_eq!(row.split('\t').nth(5), Some("3"), "MAPPERS: {long}");
     let pids: BTreeSet<u32> = row
@@ -186,7 +168,7 @@ fn show_names_exactly_the_processes_that_map_a_region() {
         .gid(1000)
         .output()
         .unwrap();
-    let theirs: Value = serde_json::from_slice(&ok_ref(&as_user)).unwrap();
+    let theirs: Value = serde_json::from_str(&stdout(&as_user)).unwrap();
     assert_eq!(mapper_pids(&theirs), [user.pid()].into());
     assert!(theirs["usage"]["uninspected"].as_u64().unwrap() >= 2);
     assert!(
@@ -197,14 +179,8 @@ fn show_names_exactly_the_processes_that_map_a_region() {
     drop(file);
     let shown = json(&m, &["show", "sga"]);
     assert_eq!(mapper_pids(&shown), [lib.pid(), user.pid()].into());
-    assert_eq!(ok(ctl(&m, &["rm", "sga"])), "");
+    assert_eq!(stdout(&ctl(&m, &["rm", "sga"])), "");
     assert_eq!(ctl(&m, &["show", "sga"]).status.code(), Some(3));
-}
-
-/// `Output`'s stdout after checking success, borrowed.
-fn ok_ref(o: &Output) -> Vec<u8> {
-    assert!(o.status.success(), "{o:?}");
-    o.stdout.clone()
 }
 
 #[test]
@@ -214,7 +190,7 @@ fn the_hugetlb_pool_grows_for_a_region_and_returns_after_it() {
     let (total, available) = (huge("nr_hugepages"), huge_available());
     let grow = 16u64.saturating_sub(available);
     // Nobody touches /proc/sys/vm: the server sizes the pool.
-    ok(ctl(&m, &["create", "sga", "32M", "--backing", "hugetlb"]));
+    stdout(&ctl(&m, &["create", "sga", "32M", "--backing", "hugetlb"]));
     assert_eq!(
         huge("nr_hugepages"),
         total + grow,
@@ -224,7 +200,7 @@ fn the_hugetlb_pool_grows_for_a_region_and_returns_after_it() {
     assert_eq!(pool["policy"], "auto");
     assert_eq!(pool["ours"], grow);
     assert_eq!(pool["total"], total + grow);
-    let text = ok(ctl(&m, &["pool"]));
+    let text = stdout(&ctl(&m, &["pool"]));
     assert!(text.contains(&format!("ours\t{grow}\n")), "{text}");
 
     let dir_of = m.dir.clone();
@@ -249,14 +225,14 @@ fn the_hugetlb_pool_grows_for_a_region_and_returns_after_it() {
 
     // Removed while mapped: the pool shrinks at once, the pages in use
     // become surplus and go with the last mapping.
-    ok(ctl(&m, &["rm", "sga"]));
+    stdout(&ctl(&m, &["rm", "sga"]));
     assert_eq!(huge("nr_hugepages") - huge("surplus_hugepages"), total);
     assert_eq!(json(&m, &["pool"])["ours"], 0);
     // A new region while those pages are still mapped: the pool grows by
     // new pages, not by taking back the surplus ones that are in use.
-    ok(ctl(&m, &["create", "sgb", "32M", "--backing", "hugetlb"]));
-    ok(ctl(&m, &["write", "sgb"]));
-    ok(ctl(&m, &["rm", "sgb"]));
+    stdout(&ctl(&m, &["create", "sgb", "32M", "--backing", "hugetlb"]));
+    stdout(&ctl(&m, &["write", "sgb"]));
+    stdout(&ctl(&m, &["rm", "sgb"]));
     // The old pages are still mapped; they go once the mapper is gone.
     drop(mapper);
     wait_until("the pool to return to its size", || {
@@ -299,7 +275,7 @@ fn a_pool_that_may_not_grow_is_an_error_that_names_the_numbers() {
     assert_eq!(user.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&user.stderr).contains("only root may"));
     assert_eq!(
-        ok(ctl(
+        stdout(&ctl(
             &m,
             &["pool", "--reserve", &format!("{}", (available + 2) * MIB2)]
         )),
@@ -326,10 +302,10 @@ fn manual_leaves_the_pool_to_the_administrator() {
     );
     assert_eq!(huge("nr_hugepages"), total, "manual never writes the pool");
     let _pool = HugePool::reserve(&m, 2);
-    ok(ctl(&m, &["create", "h", &size, "--backing", "hugetlb"]));
+    stdout(&ctl(&m, &["create", "h", &size, "--backing", "hugetlb"]));
     assert_eq!(json(&m, &["pool"])["ours"], 0);
     assert_eq!(json(&m, &["pool"])["policy"], "manual");
-    ok(ctl(&m, &["rm", "h"]));
+    stdout(&ctl(&m, &["rm", "h"]));
     assert_eq!(
         huge("nr_hugepages"),
         total + 2,
@@ -431,7 +407,7 @@ int main(void) {
         ])
         .output()
         .unwrap();
-    assert_eq!(ok(started), "");
+    assert_eq!(stdout(&started), "");
     assert_eq!(read_text(&Path::new(KSM).join("run")).trim(), "1");
 
     let mut child = Running(
@@ -457,9 +433,10 @@ int main(void) {
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let merged = loop {
-        let k: Value =
-            serde_json::from_str(&ok(msharectl().args(["ksm", "--json"]).output().unwrap()))
-                .unwrap();
+        let k: Value = serde_json::from_str(&stdout(
+            &msharectl().args(["ksm", "--json"]).output().unwrap(),
+        ))
+        .unwrap();
         if let Some(p) = ksm_process(&k, pid).filter(|p| p["merging_pages"].as_u64() >= Some(4096))
         {
             break (k, p);
@@ -472,7 +449,7 @@ int main(void) {
     assert!(p["profit"].as_i64().unwrap() > 0, "{p}");
     assert_eq!(k["run"], 1);
     assert!(k["pages_sharing"].as_u64().unwrap() >= 4096, "{k}");
-    let text = ok(msharectl().arg("ksm").output().unwrap());
+    let text = stdout(&msharectl().arg("ksm").output().unwrap());
     assert!(text.starts_with("state\trunning\n"), "{text}");
     assert!(text.contains(&format!("\n{pid}\tyes\t")), "{text}");
 
@@ -484,15 +461,17 @@ int main(void) {
         s["saved"],
         s["page_tables_saved"].as_u64().unwrap() + ksm_saved
     );
-    let line = ok(ctl(&m, &["stat"]));
+    let line = stdout(&ctl(&m, &["stat"]));
     assert_eq!(line.lines().count(), 1, "{line}");
     assert!(line.contains("KSM saved"), "{line}");
 
     assert_eq!(
-        ok(msharectl()
-            .args(["ksm", "stop", "--unmerge"])
-            .output()
-            .unwrap()),
+        stdout(
+            &msharectl()
+                .args(["ksm", "stop", "--unmerge"])
+                .output()
+                .unwrap()
+        ),
         ""
     );
     assert_eq!(read_text(&Path::new(KSM).join("run")).trim(), "2");
@@ -507,9 +486,9 @@ int main(void) {
 fn no_name_forges_a_row_and_modes_are_exactly_what_was_asked() {
     let m = Server::mount("align=2M");
     let forged = "x\n\tfake\t0x1\t1\tthp\t0";
-    ok(ctl(&m, &["create", forged, "2M"]));
-    ok(ctl(&m, &["create", "plain", "2M"]));
-    let list = ok(ctl(&m, &["list"]));
+    stdout(&ctl(&m, &["create", forged, "2M"]));
+    stdout(&ctl(&m, &["create", "plain", "2M"]));
+    let list = stdout(&ctl(&m, &["list"]));
     assert_eq!(list.lines().count(), 3, "a header and two rows: {list}");
     assert!(
         list.contains("\nplain\t") && list.contains("\nx\\n\\tfake\\t0x1\\t1\\tthp\\t0\t0x"),
@@ -523,7 +502,7 @@ fn no_name_forges_a_row_and_modes_are_exactly_what_was_asked() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["plain", forged], "JSON carries the name as it is");
-    let shown = ok(ctl(&m, &["show", forged]));
+    let shown = stdout(&ctl(&m, &["show", forged]));
     assert!(shown.starts_with("name\tx\\n\\tfake"), "{shown}");
 
     // --mode is the bits given, whatever the umask.
@@ -584,7 +563,7 @@ fn the_pages_the_server_added_are_given_back_after_a_crash_and_a_restart() {
     assert_eq!(huge("surplus_hugepages"), 0);
     let (total, available) = (huge("nr_hugepages"), huge_available());
     let grow = 8u64.saturating_sub(available);
-    ok(ctl(&m, &["create", "h", "16M", "--backing", "hugetlb"]));
+    stdout(&ctl(&m, &["create", "h", "16M", "--backing", "hugetlb"]));
     assert_eq!(huge("nr_hugepages"), total + grow);
     m.kill9();
     assert_eq!(
@@ -598,7 +577,7 @@ fn the_pages_the_server_added_are_given_back_after_a_crash_and_a_restart() {
         grow,
         "the new server knows them"
     );
-    ok(ctl(&m, &["rm", "h"]));
+    stdout(&ctl(&m, &["rm", "h"]));
     assert_eq!(huge("nr_hugepages"), total);
     assert_eq!(json(&m, &["pool"])["ours"], 0);
 }
@@ -606,7 +585,7 @@ fn the_pages_the_server_added_are_given_back_after_a_crash_and_a_restart() {
 #[test]
 fn a_large_transfer_on_a_terminal_shows_progress() {
     let m = Server::mount("align=2M");
-    ok(ctl(&m, &["create", "big", "96M"]));
+    stdout(&ctl(&m, &["create", "big", "96M"]));
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::write(&input, pattern(96 << 20)).unwrap();
@@ -677,9 +656,9 @@ fn concurrent_hugetlb_creates_and_removes_keep_the_pool_accounting_right() {
         "{pool}"
     );
     assert!(held > 0, "the kept regions hold pages");
-    for name in ok(ctl(&m, &["list"])).lines().skip(1) {
+    for name in stdout(&ctl(&m, &["list"])).lines().skip(1) {
         let name = name.split('\t').next().unwrap();
-        ok(ctl(&m, &["rm", name]));
+        stdout(&ctl(&m, &["rm", name]));
     }
     assert_eq!(huge("nr_hugepages"), total, "every page given back");
     assert_eq!(json(&m, &["pool"])["ours"], 0);
