@@ -20,12 +20,15 @@ mod limits;
 mod namespace;
 mod notify;
 mod options;
+mod passthrough;
 mod placement;
 mod region;
 mod state;
 mod sys;
+mod uring;
 
 use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +37,7 @@ use clap::Parser;
 use fuser::{Config, MountOption, Session, SessionACL};
 use log::{error, info, warn};
 
-use crate::options::{MountFlag, Options};
+use crate::options::{MountFlag, Options, Uring};
 
 const EPILOGUE: &str = "\
 Regions outlive the server: they are kept in the state directory (see
@@ -104,7 +107,8 @@ struct Cli {
 /// accepts); the server then neither mounts nor unmounts.
 enum Target {
     Dir(PathBuf),
-    /// A mount point whose server died (`ENOTCONN`).
+    /// A mount point whose server died (`ENOTCONN`, or `ECONNABORTED` for
+    /// a request that was waiting on the dead server's io_uring queue).
     Dead(PathBuf),
     Fd(std::os::fd::OwnedFd),
 }
@@ -127,7 +131,9 @@ impl Target {
                 Ok(Target::Dir(path))
             }
             Ok(_) => Err(format!("{shown}: not a directory")),
-            Err(rustix::io::Errno::NOTCONN) => Ok(Target::Dead(path)),
+            Err(rustix::io::Errno::NOTCONN | rustix::io::Errno::CONNABORTED) => {
+                Ok(Target::Dead(path))
+            }
             Err(e) => Err(format!("{shown}: {e}")),
         }
     }
@@ -311,6 +317,33 @@ fn msharefs_on(dir: &Path) -> bool {
     fstype == Some("fuse.msharefs")
 }
 
+/// Makes sure the kernel offers FUSE over io_uring to the coming mount:
+/// `auto` and `on` turn `fuse.enable_uring` on (which lets connections
+/// that ask for io_uring have it, and changes nothing for the others);
+/// `auto` goes on with `/dev/fuse` where that fails, `on` fails the mount.
+fn prepare_uring(mode: Uring) -> Result<(), String> {
+    if mode == Uring::Off || uring::kernel_enabled() {
+        return Ok(());
+    }
+    match uring::enable_in_kernel() {
+        Ok(()) => {
+            info!("io_uring: turned on {}", uring::ENABLE_PARAM);
+            Ok(())
+        }
+        Err(e) if mode == Uring::Auto => {
+            info!(
+                "io_uring=auto: cannot turn on {} ({e}); requests are read from /dev/fuse",
+                uring::ENABLE_PARAM
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "io_uring=on: cannot turn on {}: {e}",
+            uring::ENABLE_PARAM
+        )),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(dir) = &cli.generate_man {
@@ -457,9 +490,15 @@ fn main() -> ExitCode {
     });
     let broker = fs.broker();
     let notifier = fs.notifier_slot();
+    let fs = std::sync::Arc::new(fs);
+    if let Err(e) = prepare_uring(opts.io_uring) {
+        eprintln!("msharefs: {e}");
+        broker.remove_socket();
+        return ExitCode::from(1);
+    }
     let session = match target {
-        Target::Dir(dir) => Session::new(fs, dir, &config),
-        Target::Fd(fd) => Session::from_fd(fs, fd, config.acl, config.clone()),
+        Target::Dir(dir) => Session::new(fs::Mounted(fs.clone()), dir, &config),
+        Target::Fd(fd) => Session::from_fd(fs::Mounted(fs.clone()), fd, config.acl, config.clone()),
         Target::Dead(_) => unreachable!("detached above"),
     };
     let mut session = match session {
@@ -467,10 +506,20 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("msharefs: cannot mount on {}: {e}", mountpoint.display());
             broker.remove_socket();
+            uring::restore_kernel_switch();
             return ExitCode::from(1);
         }
     };
     let _ = notifier.set(session.notifier());
+    if let Err(e) = session
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|dev| fs.set_device(dev))
+    {
+        eprintln!("msharefs: cannot give the connection's /dev/fuse descriptor to its queues: {e}");
+        uring::restore_kernel_switch();
+        return ExitCode::from(1);
+    }
     info!(
         "mounted on {} (align={}, backing={}, max_regions={}, max_regions_per_user={}, hugetlb_pool={}, hugetlb_max={} pages)",
         mountpoint.display(),
@@ -505,6 +554,7 @@ fn main() -> ExitCode {
                 }
             }
             exiting.remove_socket();
+            uring::restore_kernel_switch();
             std::process::exit(0);
         }
     });
@@ -520,6 +570,9 @@ fn main() -> ExitCode {
     // Consumes the session: the file system and the memory it holds are
     // gone when it returns.
     let ended = session.run();
+    uring::restore_kernel_switch();
+    // The io_uring queues hold the file system weakly: this frees it.
+    drop(fs);
     broker.remove_socket();
     match ended {
         Ok(()) => {

@@ -18,6 +18,19 @@ pub enum Passthrough {
     Off,
 }
 
+/// Whether requests are served over io_uring (`io_uring=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Uring {
+    /// Where the kernel offers it (the server turns `fuse.enable_uring` on
+    /// if it may).
+    Auto,
+    /// Always: the server turns `fuse.enable_uring` on, and the mount fails
+    /// if the kernel cannot serve it.
+    On,
+    /// Never: requests are read from `/dev/fuse`.
+    Off,
+}
+
 /// The most the server grows the hugetlb pool to (`hugetlb_max=`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolCeiling {
@@ -130,6 +143,10 @@ pub struct Options {
     pub debug: bool,
     /// `passthrough=auto|off`.
     pub passthrough: Passthrough,
+    /// `io_uring=auto|on|off`.
+    pub io_uring: Uring,
+    /// `io_uring_q_depth=N`: requests in flight per CPU over io_uring.
+    pub io_uring_q_depth: u32,
     /// `fsname=NAME`: the mount's source as shown in mountinfo.
     pub fsname: Option<String>,
     /// `state_dir=DIR`: where regions are kept so that they outlive the
@@ -288,6 +305,40 @@ pub const OPTIONS: &[Spec] = &[
         },
     },
     Spec {
+        name: "io_uring",
+        value: Some("auto|on|off"),
+        help: "serve requests over FUSE io_uring queues, one per CPU, so that an open or \
+               ioctl is answered on the CPU that made it (half the time of /dev/fuse); \
+               auto turns the kernel's fuse.enable_uring on (root) and falls back to \
+               /dev/fuse where that fails, on (or a bare io_uring) fails the mount \
+               instead, off reads /dev/fuse",
+        default: "auto",
+        apply: |o, v| {
+            o.io_uring = match v {
+                Some("auto") => Uring::Auto,
+                Some("on") | None => Uring::On,
+                Some("off") => Uring::Off,
+                _ => return Err("must be auto, on or off".into()),
+            };
+            Ok(())
+        },
+    },
+    Spec {
+        name: "io_uring_q_depth",
+        value: Some("N"),
+        help: "requests served at once per CPU over io_uring: threads pinned to each CPU, \
+               one ring entry each (1 to 128)",
+        default: "4",
+        apply: |o, v| {
+            let n = count(v)?;
+            if n > 128 {
+                return Err("must be at most 128".into());
+            }
+            o.io_uring_q_depth = n as u32;
+            Ok(())
+        },
+    },
+    Spec {
         name: "allow_other",
         value: None,
         help: "let every user use the mount",
@@ -384,6 +435,8 @@ impl Options {
             max_regions_per_user: None,
             debug: false,
             passthrough: Passthrough::Auto,
+            io_uring: Uring::Auto,
+            io_uring_q_depth: crate::uring::DEFAULT_DEPTH,
             fsname: None,
             state_dir: None,
             fresh: false,

@@ -2,11 +2,11 @@
 
 use std::time::SystemTime;
 
-use fuser::{FileAttr, INodeNo, Request, TimeOrNow};
+use fuser::{FileAttr, INodeNo, TimeOrNow};
 use mshare_uapi::{Backing, HUGE_PAGE_SIZE, PAGE_SIZE};
 use nix::errno::Errno;
 
-use super::MshareFs;
+use super::{Caller, MshareFs};
 use crate::fail::{ensure, Fail};
 use crate::namespace::{Kind, Namespace, Node, INFO};
 
@@ -94,7 +94,7 @@ impl MshareFs {
     /// `setattr`: chmod, chown, truncate (sizes an unsized region), utimens.
     pub(super) fn do_setattr(
         &self,
-        req: &Request,
+        req: Caller,
         ino: INodeNo,
         ch: AttrChange,
     ) -> Result<FileAttr, Fail> {
@@ -104,7 +104,7 @@ impl MshareFs {
             if ino == INFO {
                 ensure(ch.is_empty(), Errno::EPERM, "mshare_info cannot be changed")?;
             }
-            if !self.opts.default_permissions && req.uid() != 0 {
+            if !self.opts.default_permissions && req.uid != 0 {
                 // Without default_permissions the kernel checks nothing.
                 ensure(
                     ch.uid.is_none_or(|u| u == node.meta.uid),
@@ -112,7 +112,7 @@ impl MshareFs {
                     "only root may chown",
                 )?;
                 ensure(
-                    (ch.mode.is_none() && ch.gid.is_none()) || req.uid() == node.meta.uid,
+                    (ch.mode.is_none() && ch.gid.is_none()) || req.uid == node.meta.uid,
                     Errno::EPERM,
                     "only the owner may chmod or chgrp",
                 )?;

@@ -5,13 +5,13 @@ use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
-use fuser::{FileAttr, INodeNo, RenameFlags, Request};
+use fuser::{FileAttr, INodeNo, RenameFlags};
 use log::debug;
 use mshare_uapi::Backing;
 use nix::errno::Errno;
 use parking_lot::RwLockWriteGuard;
 
-use super::MshareFs;
+use super::{Caller, MshareFs};
 use crate::fail::{ensure, Fail};
 use crate::namespace::{Kind, Meta, Namespace, Removal};
 use crate::region::Region;
@@ -39,19 +39,19 @@ impl MshareFs {
     /// reference: the caller takes one when it replies with the entry).
     pub(super) fn new_region(
         &self,
-        req: &Request,
+        req: Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
     ) -> Result<(INodeNo, Arc<Region>), Fail> {
         let kind = self.store.effective(self.opts.backing);
         // Refuse before making memory; insert checks again under the lock.
-        self.ns.read().check_room(req.uid())?;
+        self.ns.read().check_room(req.uid)?;
         let mut ns = self.ns.write();
         let ino = ns.next_ino();
         let file = self.make_backing(kind, ino, &name.to_string_lossy())?;
         let region = Arc::new(Region::new(ino, kind, file, &self.home));
-        let meta = Meta::new(mode as u16, req.uid(), req.gid());
+        let meta = Meta::new(mode as u16, req.uid, req.gid);
         if let Err(f) = ns.insert(parent, name, Kind::Region(region.clone()), meta) {
             let memory = region.take_memory();
             drop(ns);
@@ -61,8 +61,7 @@ impl MshareFs {
         self.made(ns, parent, name, ino, Removal::File)?;
         debug!(
             "created region {name:?} (inode {}, {kind}) for uid {}",
-            ino.0,
-            req.uid()
+            ino.0, req.uid
         );
         Ok((ino, region))
     }
@@ -70,7 +69,7 @@ impl MshareFs {
     /// `mknod`: regular files only.
     pub(super) fn do_mknod(
         &self,
-        req: &Request,
+        req: Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -87,12 +86,12 @@ impl MshareFs {
     /// `mkdir`.
     pub(super) fn do_mkdir(
         &self,
-        req: &Request,
+        req: Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
     ) -> Result<FileAttr, Fail> {
-        let meta = Meta::new(mode as u16, req.uid(), req.gid());
+        let meta = Meta::new(mode as u16, req.uid, req.gid);
         let mut ns = self.ns.write();
         let ino = ns.insert(parent, name, Kind::Dir(Default::default()), meta)?;
         self.made(ns, parent, name, ino, Removal::Dir)?;

@@ -1,7 +1,7 @@
 //! The ioctls on a region file: decoding the bytes the kernel copied, the
 //! access check, and the call into the region or the broker.
 
-use fuser::{FileHandle, INodeNo, Request};
+use fuser::{FileHandle, INodeNo};
 use log::debug;
 use mshare_uapi::{
     Backing, MshareCreate, MshareInfo, MshareSetup, MshareToken, MshareUnmap,
@@ -11,7 +11,7 @@ use mshare_uapi::{
 use nix::errno::Errno;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use super::MshareFs;
+use super::{Caller, MshareFs};
 use crate::fail::{ensure, Fail};
 
 /// Decodes an ioctl argument (the kernel copied `_IOC_SIZE` bytes).
@@ -40,7 +40,7 @@ impl MshareFs {
     /// One ioctl on region handle `fh`; the bytes to copy out.
     pub(super) fn do_ioctl(
         &self,
-        req: &Request,
+        req: Caller,
         ino: INodeNo,
         fh: FileHandle,
         cmd: u32,
@@ -125,16 +125,12 @@ impl MshareFs {
                 )?;
                 // Checked before a token exists, so a failing call issues none.
                 fits::<MshareToken>(out_size)?;
-                let token = self.broker.issue(fh, req.pid(), region.file()?, access)?;
+                let token = self.broker.issue(fh, req.pid, region.file()?, access)?;
                 let mut flags = if access.writes() { TOKEN_WRITABLE } else { 0 };
                 if region.kind == Backing::Hugetlb {
                     flags |= TOKEN_HUGETLB;
                 }
-                debug!(
-                    "{}: token issued to pid {}",
-                    self.region_name(ino),
-                    req.pid()
-                );
+                debug!("{}: token issued to pid {}", self.region_name(ino), req.pid);
                 // An unsized region's token says 0 + 0, as its size is.
                 let info = region.info().unwrap_or_default();
                 let reply = MshareToken {

@@ -11,10 +11,13 @@ mod ioctl;
 mod keep;
 mod open;
 mod reply;
+mod ring;
 mod xattr;
 
 use std::ffi::OsStr;
 use std::io;
+use std::ops::Deref;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -25,7 +28,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
     TimeOrNow,
 };
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mshare_uapi::{BACKING_XATTR, PAGE_SIZE};
 use nix::errno::Errno;
 use parking_lot::RwLock;
@@ -39,7 +42,8 @@ use crate::broker::Broker;
 use crate::fail::Fail;
 use crate::hugepool::HugePool;
 use crate::namespace::{Limits, Namespace, Removal, NAME_MAX};
-use crate::options::{Options, Passthrough};
+use crate::options::{Options, Passthrough, Uring};
+use crate::passthrough::{self, Device, PassthroughId};
 use crate::placement::Placement;
 use crate::region::{Home, OpenMode};
 use crate::state::Journal;
@@ -69,6 +73,49 @@ pub struct MshareFs {
     /// Tells the kernel about changes it did not make (set once the
     /// session exists).
     notifier: Arc<OnceLock<Notifier>>,
+    /// The connection's `/dev/fuse` descriptor, for passthrough
+    /// registrations (set once the session exists).
+    device: OnceLock<Device>,
+    /// The mounter: without `allow_other`, the only user served.
+    owner: u32,
+    /// The io_uring queues, made at `INIT`, until the connection's
+    /// descriptor is known.
+    uring: parking_lot::Mutex<Option<crate::uring::Starter>>,
+}
+
+/// Who sent a request: what the handlers need of it, whichever transport
+/// brought it.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// The caller's fsuid.
+    pub uid: u32,
+    /// The caller's fsgid.
+    pub gid: u32,
+    /// The calling thread (0 for requests the kernel makes on its own).
+    pub pid: u32,
+}
+
+impl From<&Request> for Caller {
+    fn from(req: &Request) -> Self {
+        Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            pid: req.pid(),
+        }
+    }
+}
+
+/// The file system as the fuser session holds it: a shared [`MshareFs`],
+/// so that the io_uring queues ([`crate::uring`]) serve the same one.
+#[derive(Debug)]
+pub struct Mounted(pub Arc<MshareFs>);
+
+impl Deref for Mounted {
+    type Target = MshareFs;
+
+    fn deref(&self) -> &MshareFs {
+        &self.0
+    }
 }
 
 impl MshareFs {
@@ -106,7 +153,30 @@ impl MshareFs {
             opts,
             broker: Broker::start(broker_conns),
             notifier: Arc::new(OnceLock::new()),
+            device: OnceLock::new(),
+            owner: uid,
+            uring: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// Gives the file system the connection's `/dev/fuse` descriptor (a
+    /// duplicate of the session's), which passthrough registrations and
+    /// the io_uring queues need. An error means the connection took
+    /// FUSE over io_uring and its queues cannot register: it would never
+    /// serve a request.
+    pub fn set_device(&self, dev: OwnedFd) -> io::Result<()> {
+        let dev = self.device.get_or_init(|| Arc::new(dev));
+        // After the device is known: the queues serve opens at once.
+        let starter = self.uring.lock().take();
+        starter.map_or(Ok(()), |s| s.go(dev))
+    }
+
+    /// Registers `file` for passthrough on the connection.
+    fn register(&self, file: &OwnedFd) -> io::Result<PassthroughId> {
+        let dev = self.device.get().ok_or_else(|| {
+            io::Error::other("the session's /dev/fuse descriptor is not known yet")
+        })?;
+        PassthroughId::register(dev, file)
     }
 
     /// Where main puts the session's notifier.
@@ -137,6 +207,63 @@ impl MshareFs {
     }
 }
 
+/// What `statfs` reports: nodes used and free, against `max_regions`.
+#[derive(Clone, Copy, Debug)]
+pub struct Statfs {
+    /// Nodes that may exist (`max_regions`).
+    pub files: u64,
+    /// Nodes that may still be made.
+    pub ffree: u64,
+    /// Block and fragment size.
+    pub bsize: u32,
+    /// Longest name.
+    pub namelen: u32,
+}
+
+impl MshareFs {
+    /// `statfs`: no blocks (memory is not a disk), nodes against the limit.
+    fn usage(&self) -> Statfs {
+        let (used, max) = {
+            let ns = self.ns.read();
+            (ns.node_count(), ns.limits().nodes)
+        };
+        Statfs {
+            files: max,
+            ffree: max.saturating_sub(used),
+            bsize: PAGE_SIZE as u32,
+            namelen: NAME_MAX as u32,
+        }
+    }
+
+    /// `opendir`: a handle for listing `ino`.
+    fn do_opendir(&self, ino: INodeNo) -> Result<FileHandle, Fail> {
+        self.ns.read().check_dir(ino)?;
+        Ok(self.handles.add(ino, Opened::Dir))
+    }
+
+    /// `readdir`: entries of `ino` after `cookie`, given to `add` until it
+    /// says the reply is full.
+    fn do_readdir(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        cookie: u64,
+        add: impl FnMut(INodeNo, u64, fuser::FileType, &OsStr) -> bool,
+    ) -> Result<(), Fail> {
+        self.handles.check_dir(fh, ino)?;
+        self.ns.read().list(ino, cookie, add)
+    }
+
+    /// `removexattr`: nothing can be removed.
+    fn do_removexattr(&self, name: &OsStr) -> Result<(), Fail> {
+        Err(if name == BACKING_XATTR {
+            Fail::new(Errno::EPERM, "user.mshare.backing cannot be removed")
+        } else {
+            Fail::new(Errno::ENODATA, "no such attribute")
+        })
+    }
+}
+
 /// Region opens ask for no `flush` at `close(2)`: a close then costs no
 /// round trip. Tokens are revoked at `release` instead.
 const REGION_OPEN: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
@@ -144,12 +271,29 @@ const REGION_OPEN: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 /// Replies to an open of a region file as [`OpenMode`] says.
 fn opened(reply: ReplyOpen, (fh, mode): (FileHandle, OpenMode)) {
     match mode {
-        OpenMode::Passthrough(id) => reply.opened_passthrough(fh, REGION_OPEN, &id),
+        OpenMode::Passthrough(id) => passthrough::reply_open(reply, fh, REGION_OPEN, &id),
         OpenMode::Direct => reply.opened(fh, REGION_OPEN | FopenFlags::FOPEN_DIRECT_IO),
     }
 }
 
-impl Filesystem for MshareFs {
+impl Mounted {
+    /// Makes the io_uring queues for the connection ([`crate::uring`]):
+    /// whether they exist. They start when [`MshareFs::set_device`] gives
+    /// them the connection.
+    fn start_uring(&self) -> bool {
+        let fs = Arc::downgrade(&self.0);
+        let serve: std::sync::Weak<dyn crate::uring::Serve> = fs;
+        match crate::uring::start(serve, self.opts.io_uring_q_depth) {
+            Ok(starter) => {
+                *self.uring.lock() = Some(starter);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Filesystem for Mounted {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         if self.passthrough.load(Ordering::Relaxed) {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
@@ -162,6 +306,21 @@ impl Filesystem for MshareFs {
             }
         } else {
             info!("passthrough=off: region files cannot be mmapped (ENODEV)");
+        }
+        let offered = config
+            .capabilities()
+            .contains(InitFlags::FUSE_OVER_IO_URING);
+        let uring = self.opts.io_uring != Uring::Off
+            && offered
+            && config
+                .set_max_write(crate::uring::MAX_PAYLOAD as u32)
+                .is_ok()
+            && self.start_uring()
+            && config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok();
+        if !uring && self.opts.io_uring == Uring::On {
+            error!("io_uring=on: FUSE over io_uring is not available; requests are read from /dev/fuse");
         }
         Ok(())
     }
@@ -205,7 +364,7 @@ impl Filesystem for MshareFs {
             atime,
             mtime,
         };
-        let res = self.do_setattr(req, ino, change);
+        let res = self.do_setattr(req.into(), ino, change);
         answer(reply, "setattr", self.name_of(ino), res, reply::attr);
     }
 
@@ -219,7 +378,7 @@ impl Filesystem for MshareFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let res = self.do_mknod(req, parent, name, mode);
+        let res = self.do_mknod(req.into(), parent, name, mode);
         answer(reply, "mknod", format_args!("{name:?}"), res, entry);
     }
 
@@ -232,7 +391,7 @@ impl Filesystem for MshareFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let res = self.do_mkdir(req, parent, name, mode);
+        let res = self.do_mkdir(req.into(), parent, name, mode);
         answer(reply, "mkdir", format_args!("{name:?}"), res, entry);
     }
 
@@ -286,7 +445,7 @@ impl Filesystem for MshareFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let res = self.do_open(ino, flags, |fd| reply.open_backing(fd));
+        let res = self.do_open(ino, flags, |fd| self.register(fd));
         answer(reply, "open", self.name_of(ino), res, opened);
     }
 
@@ -300,8 +459,8 @@ impl Filesystem for MshareFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let res = self.do_create(req, parent, name, mode, OpenFlags(flags), |fd| {
-            reply.open_backing(fd)
+        let res = self.do_create(req.into(), parent, name, mode, OpenFlags(flags), |fd| {
+            self.register(fd)
         });
         answer(
             reply,
@@ -310,7 +469,7 @@ impl Filesystem for MshareFs {
             res,
             |r, (attr, fh, mode)| match mode {
                 OpenMode::Passthrough(id) => {
-                    r.created_passthrough(&ATTR_TTL, &attr, Generation(0), fh, REGION_OPEN, &id)
+                    passthrough::reply_create(r, (&ATTR_TTL, &attr), fh, REGION_OPEN, &id)
                 }
                 OpenMode::Direct => r.created(
                     &ATTR_TTL,
@@ -380,9 +539,9 @@ impl Filesystem for MshareFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let res = self.ns.read().check_dir(ino);
-        answer(reply, "opendir", ino.0, res, |r, ()| {
-            r.opened(self.handles.add(ino, Opened::Dir), FopenFlags::empty())
+        let res = self.do_opendir(ino);
+        answer(reply, "opendir", ino.0, res, |r, fh| {
+            r.opened(fh, FopenFlags::empty())
         });
     }
 
@@ -394,11 +553,8 @@ impl Filesystem for MshareFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let res = self.handles.check_dir(fh, ino).and_then(|()| {
-            let ns = self.ns.read();
-            ns.list(ino, offset, |child, cookie, kind, name| {
-                reply.add(child, cookie, kind, name)
-            })
+        let res = self.do_readdir(ino, fh, offset, |child, cookie, kind, name| {
+            reply.add(child, cookie, kind, name)
         });
         answer(reply, "readdir", ino.0, res, |r, ()| r.ok());
     }
@@ -416,20 +572,8 @@ impl Filesystem for MshareFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let (used, max) = {
-            let ns = self.ns.read();
-            (ns.node_count(), ns.limits().nodes)
-        };
-        reply.statfs(
-            0,
-            0,
-            0,
-            max,
-            max.saturating_sub(used),
-            PAGE_SIZE as u32,
-            NAME_MAX as u32,
-            PAGE_SIZE as u32,
-        );
+        let st = self.usage();
+        reply.statfs(0, 0, 0, st.files, st.ffree, st.bsize, st.namelen, st.bsize);
     }
 
     fn ioctl(
@@ -443,7 +587,7 @@ impl Filesystem for MshareFs {
         out_size: u32,
         reply: ReplyIoctl,
     ) {
-        let res = self.do_ioctl(req, ino, fh, cmd, in_data, out_size);
+        let res = self.do_ioctl(req.into(), ino, fh, cmd, in_data, out_size);
         let subject = Lazy(|| format!("{cmd:#x} on {}", self.region_name(ino)));
         answer(reply, "ioctl", subject, res, |r, out| r.ioctl(0, &out));
     }
@@ -472,11 +616,7 @@ impl Filesystem for MshareFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let res = Err(if name == BACKING_XATTR {
-            Fail::new(Errno::EPERM, "user.mshare.backing cannot be removed")
-        } else {
-            Fail::new(Errno::ENODATA, "no such attribute")
-        });
+        let res = self.do_removexattr(name);
         answer(reply, "removexattr", self.name_of(ino), res, empty);
     }
 

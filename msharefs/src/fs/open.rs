@@ -7,14 +7,15 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use fuser::{BackingId, FileAttr, FileHandle, INodeNo, OpenFlags, Request};
+use fuser::{FileAttr, FileHandle, INodeNo, OpenFlags};
 use log::warn;
 use nix::errno::Errno;
 
 use super::handles::Opened;
-use super::MshareFs;
+use super::{Caller, MshareFs};
 use crate::fail::{ensure, Fail};
 use crate::namespace::{Removal, INFO};
+use crate::passthrough::PassthroughId;
 use crate::region::{Access, Attach, OpenMode, Region};
 
 impl MshareFs {
@@ -33,7 +34,7 @@ impl MshareFs {
         ino: INodeNo,
         region: &Arc<Region>,
         flags: OpenFlags,
-        register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+        register: impl FnOnce(&OwnedFd) -> io::Result<PassthroughId>,
     ) -> Result<(FileHandle, OpenMode), Fail> {
         let attach = self.attach();
         let mode = match region.open(attach, register) {
@@ -86,7 +87,7 @@ impl MshareFs {
         &self,
         ino: INodeNo,
         flags: OpenFlags,
-        register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+        register: impl FnOnce(&OwnedFd) -> io::Result<PassthroughId>,
     ) -> Result<(FileHandle, OpenMode), Fail> {
         let region = self.ns.read().node(ino)?.region().cloned();
         match region {
@@ -107,12 +108,12 @@ impl MshareFs {
     /// `create`: a new region, opened.
     pub(super) fn do_create(
         &self,
-        req: &Request,
+        req: Caller,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         flags: OpenFlags,
-        register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+        register: impl FnOnce(&OwnedFd) -> io::Result<PassthroughId>,
     ) -> Result<(FileAttr, FileHandle, OpenMode), Fail> {
         ensure(
             mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0,

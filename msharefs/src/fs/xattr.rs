@@ -145,6 +145,19 @@ fn memory_id(region: &Region) -> Result<MemoryId, Fail> {
     })
 }
 
+/// A value or name list checked against the caller's buffer of `size`
+/// bytes (0 asks for the length): ERANGE if it does not fit.
+pub fn fit(size: u32, res: Result<Vec<u8>, Fail>) -> Result<Vec<u8>, Fail> {
+    res.and_then(|data| {
+        ensure(
+            size == 0 || data.len() <= size as usize,
+            Errno::ERANGE,
+            "buffer too small",
+        )?;
+        Ok(data)
+    })
+}
+
 /// Answers a getxattr/listxattr: the size when asked for 0 bytes, the data
 /// when it fits, `ERANGE` when it does not.
 pub fn xattr_reply(
@@ -154,15 +167,7 @@ pub fn xattr_reply(
     size: u32,
     res: Result<Vec<u8>, Fail>,
 ) {
-    let res = res.and_then(|data| {
-        ensure(
-            size == 0 || data.len() <= size as usize,
-            Errno::ERANGE,
-            "buffer too small",
-        )?;
-        Ok(data)
-    });
-    answer(reply, op, ino.0, res, |r, data| {
+    answer(reply, op, ino.0, fit(size, res), |r, data| {
         if size == 0 {
             r.size(data.len() as u32)
         } else {

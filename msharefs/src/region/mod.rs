@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use fuser::{BackingId, INodeNo, OpenFlags};
+use fuser::{INodeNo, OpenFlags};
 use mshare_uapi::{Backing, MshareCreate, MshareInfo, MshareUnmap};
 use nix::errno::Errno;
 use parking_lot::Mutex;
@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use crate::backing;
 use crate::fail::{ensure, Fail};
 use crate::hugepool::{pages_for, HugePool};
+use crate::passthrough::PassthroughId;
 use crate::placement::Placement;
 use crate::state::record::{LayoutRec, Record};
 use crate::state::Journal;
@@ -57,7 +58,7 @@ impl Access {
 #[derive(Debug)]
 pub enum OpenMode {
     /// FUSE passthrough to the backing file (the kernel's data path).
-    Passthrough(Arc<BackingId>),
+    Passthrough(Arc<PassthroughId>),
     /// Through the server with `FOPEN_DIRECT_IO` (no mmap).
     Direct,
 }
@@ -109,7 +110,7 @@ struct State {
     opens: u64,
     /// Passthrough registration, made at the first open and held while
     /// the memory is.
-    backing_id: Option<Arc<BackingId>>,
+    backing_id: Option<Arc<PassthroughId>>,
 }
 
 impl State {
@@ -378,7 +379,7 @@ impl Region {
     pub fn open(
         &self,
         attach: Attach,
-        register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+        register: impl FnOnce(&OwnedFd) -> io::Result<PassthroughId>,
     ) -> Result<OpenMode, io::Error> {
         let mut st = self.state.lock();
         let file = st
