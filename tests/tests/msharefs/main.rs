@@ -16,3 +16,4 @@ mod restart;
 mod scale;
 mod security;
 mod service;
+mod transport;

@@ -1,0 +1,186 @@
+//! The request transport: FUSE over io_uring (queues per CPU, served by
+//! threads pinned to that CPU) and `/dev/fuse`. Which threads answered is
+//! read from their voluntary context switches: a thread that waits for a
+//! request and answers it switches out once per request.
+
+use std::process::Command;
+
+use msharefs_tests::*;
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+use nix::unistd::Pid;
+
+use crate::common::*;
+
+const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// CPUs the kernel makes queues for.
+fn possible_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let last = text.trim().rsplit([',', '-']).next().unwrap();
+    last.parse::<usize>().unwrap() + 1
+}
+
+/// Voluntary context switches of the server's threads whose name starts
+/// with `prefix`, summed, and how many such threads there are.
+fn switches(m: &Server, prefix: &str) -> (u64, usize) {
+    let mut total = (0, 0);
+    for t in std::fs::read_dir(format!("/proc/{}/task", m.pid())).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(prefix) {
+            total.0 += proc_field(
+                dir.join("status").to_str().unwrap(),
+                "voluntary_ctxt_switches",
+            );
+            total.1 += 1;
+        }
+    }
+    total
+}
+
+/// Runs `f` on this thread pinned to `cpu`, then restores its affinity.
+fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
+    struct Restore(CpuSet);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = sched_setaffinity(Pid::from_raw(0), &self.0);
+        }
+    }
+    let _restore = Restore(sched_getaffinity(Pid::from_raw(0)).unwrap());
+    let mut one = CpuSet::new();
+    one.set(cpu).unwrap();
+    sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+    f()
+}
+
+/// `n` attaches of region `name` the kernel-ABI way, without mapping: open,
+/// `MSHAREFS_GET_SIZE`, close.
+fn attaches(m: &Server, name: &str, n: usize) {
+    for _ in 0..n {
+        let fd = open(&m.path(name), libc::O_RDWR).expect("open region");
+        let info = ioctl::get_size(&fd).expect("MSHAREFS_GET_SIZE");
+        assert_eq!(info.size, GIB);
+    }
+}
+
+#[test]
+fn requests_are_answered_over_io_uring_on_the_cpu_that_made_them() {
+    let m = Server::mount("io_uring=on");
+    let cpus = possible_cpus();
+    assert!(
+        m.log_text().contains("FUSE over io_uring"),
+        "{}",
+        m.log_text()
+    );
+    assert_eq!(switches(&m, "fuse-uring-").1, cpus * 4, "4 threads per CPU");
+    let fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
+    let map = map_region(&fd);
+    map.set(7, 42);
+    for cpu in 0..cpus.min(2) {
+        let mine = format!("fuse-uring-{cpu}.");
+        let (before, _) = switches(&m, &mine);
+        let (dev_before, _) = switches(&m, "fuser-");
+        on_cpu(cpu, || attaches(&m, "r", 300));
+        let (after, _) = switches(&m, &mine);
+        let (dev_after, _) = switches(&m, "fuser-");
+        // open and ioctl each, and the release after close.
+        assert!(
+            after - before >= 600,
+            "CPU {cpu}'s queue threads answered {} times for 300 attaches",
+            after - before
+        );
+        assert!(
+            dev_after - dev_before < 30,
+            "/dev/fuse threads answered {} times",
+            dev_after - dev_before
+        );
+        if cpus > 1 {
+            let other = format!("fuse-uring-{}.", 1 - cpu);
+            let (o1, _) = switches(&m, &other);
+            on_cpu(cpu, || attaches(&m, "r", 100));
+            let (o2, _) = switches(&m, &other);
+            assert!(o2 - o1 < 30, "the other CPU's queue answered {}", o2 - o1);
+        }
+    }
+    assert_eq!(map.get(7), 42);
+}
+
+#[test]
+fn io_uring_off_reads_dev_fuse() {
+    let m = Server::mount("io_uring=off");
+    assert_eq!(switches(&m, "fuse-uring-").1, 0, "no queue threads");
+    let _fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
+    let (before, _) = switches(&m, "fuser-");
+    attaches(&m, "r", 200);
+    let (after, _) = switches(&m, "fuser-");
+    assert!(
+        after - before >= 400,
+        "/dev/fuse threads answered {} times for 200 attaches",
+        after - before
+    );
+}
+
+#[test]
+fn io_uring_q_depth_sets_the_threads_per_cpu() {
+    let m = Server::mount("io_uring=on,io_uring_q_depth=2");
+    assert_eq!(switches(&m, "fuse-uring-").1, possible_cpus() * 2);
+    drop(m);
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    for (bad, why) in [
+        ("io_uring_q_depth=0", "must be at least 1"),
+        ("io_uring_q_depth=129", "must be at most 128"),
+        ("io_uring=maybe", "must be auto, on or off"),
+    ] {
+        let out = Command::new(msharefs_bin())
+            .args(["-f", "-o", bad])
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(bad) && err.contains(why), "{bad}: {err}");
+    }
+}
+
+/// Puts the kernel's switch back as it was.
+struct SwitchGuard(String);
+
+impl Drop for SwitchGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(PARAM, &self.0);
+    }
+}
+
+#[test]
+fn the_default_turns_the_kernel_switch_on_and_back_off() {
+    let Ok(was) = std::fs::read_to_string(PARAM) else {
+        println!("skipped: this kernel has no FUSE over io_uring ({PARAM})");
+        return;
+    };
+    let _guard = SwitchGuard(was.trim().to_string());
+    std::fs::write(PARAM, "N").unwrap();
+    let mut m = Server::mount("");
+    assert_eq!(std::fs::read_to_string(PARAM).unwrap().trim(), "Y");
+    assert!(switches(&m, "fuse-uring-").1 > 0, "served over io_uring");
+    let _fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
+    attaches(&m, "r", 10);
+    assert!(m.stop().success());
+    assert_eq!(
+        std::fs::read_to_string(PARAM).unwrap().trim(),
+        "N",
+        "the server that turned it on turns it back off"
+    );
+    drop(m);
+    // Already on: a server leaves it on.
+    std::fs::write(PARAM, "Y").unwrap();
+    let mut m = Server::mount("");
+    assert!(m.stop().success());
+    assert_eq!(std::fs::read_to_string(PARAM).unwrap().trim(), "Y");
+    drop(m);
+    // off: the switch is not touched and /dev/fuse serves.
+    std::fs::write(PARAM, "N").unwrap();
+    let m = Server::mount("io_uring=off");
+    assert_eq!(std::fs::read_to_string(PARAM).unwrap().trim(), "N");
+    assert_eq!(switches(&m, "fuse-uring-").1, 0);
+}
