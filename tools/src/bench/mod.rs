@@ -92,6 +92,10 @@ pub struct BenchArgs {
     /// else in PATH].
     #[arg(long, value_name = "PATH")]
     pub server: Option<PathBuf>,
+    /// More mount options for the private server, e.g. `io_uring=off` to
+    /// measure the `/dev/fuse` transport.
+    #[arg(long, value_name = "OPTS")]
+    pub server_options: Option<String>,
     /// Draw page tables per process and wall time against N into FILE.svg.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
@@ -162,7 +166,7 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         .unwrap_or(0)
         .max(args.creates)
         + 64;
-    let server = PrivateServer::start(&server_binary(args), most)?;
+    let server = PrivateServer::start(&server_binary(args), most, args.server_options.as_deref())?;
     say(format_args!(
         "private msharefs (pid {}) on {}",
         server.pid(),
@@ -170,6 +174,11 @@ pub fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     ));
     let pool = Pool::remember()?;
     let mut report = Report::new(args);
+    report.transport = server.transport().to_string();
+    say(format_args!(
+        "msharefs requests go over {}",
+        report.transport
+    ));
 
     if phases.contains(&Phase::Attach) || phases.contains(&Phase::Procs) {
         let huge = kinds.iter().filter(|k| k.hugetlb()).count() as u64 * (args.size >> 21);

@@ -139,6 +139,8 @@ pub struct Machine {
 pub struct Report {
     /// The machine.
     pub machine: Machine,
+    /// How the private server took requests: `io_uring` or `/dev/fuse`.
+    pub transport: String,
     /// Runs of each phase.
     pub runs: usize,
     /// Region size of the attach and procs phases.
@@ -176,6 +178,7 @@ impl Report {
     pub fn new(args: &BenchArgs) -> Report {
         Report {
             machine: machine(),
+            transport: String::new(),
             runs: args.runs,
             size: args.size,
             attach: Vec::new(),
@@ -228,8 +231,8 @@ impl Report {
         let m = &self.machine;
         let _ = writeln!(
             o,
-            "msharectl bench: Linux {}, {} CPUs, {} GiB; figures are the median (range) of {} runs, ratios taken within each run",
-            m.kernel, m.cpus, m.memory_gib, self.runs
+            "msharectl bench: Linux {}, {} CPUs, {} GiB, msharefs requests over {}; figures are the median (range) of {} runs, ratios taken within each run",
+            m.kernel, m.cpus, m.memory_gib, self.transport, self.runs
         );
         if !self.attach.is_empty() {
             let _ = writeln!(

@@ -24,17 +24,24 @@ pub struct PrivateServer {
 pub const SERVER_NOFILE: u64 = 1 << 18;
 
 impl PrivateServer {
-    /// Starts `binary` (align=2M, room for `max_regions`) on a new
-    /// directory under the system's temporary directory.
-    pub fn start(binary: &Path, max_regions: u64) -> Result<PrivateServer, BenchError> {
+    /// Starts `binary` (align=2M, room for `max_regions`, then `extra`
+    /// options) on a new directory under the system's temporary directory.
+    pub fn start(
+        binary: &Path,
+        max_regions: u64,
+        extra: Option<&str>,
+    ) -> Result<PrivateServer, BenchError> {
         let root = std::env::temp_dir().join(format!("msharectl-bench.{}", std::process::id()));
         let dir = root.join("mnt");
         std::fs::create_dir_all(&dir).map_err(|e| BenchError::io("creating", &dir, e))?;
         let max_regions = max_regions.min(Self::raise_nofile() - 2048);
-        let opts = format!(
+        let mut opts = format!(
             "align=2M,fresh,state_dir={},max_regions={max_regions},max_regions_per_user={max_regions}",
             root.join("state").display()
         );
+        if let Some(extra) = extra {
+            opts = format!("{opts},{extra}");
+        }
         let child = Command::new(binary)
             .args(["-f", "-o", &opts])
             .arg(&dir)
@@ -65,6 +72,21 @@ impl PrivateServer {
             std::thread::sleep(Duration::from_millis(10));
         }
         Ok(server)
+    }
+
+    /// How the server takes requests: `io_uring` when it has queue threads
+    /// (named `fuse-uring-CPU.N`), else `/dev/fuse`.
+    pub fn transport(&self) -> &'static str {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid()));
+        let uring = tasks.into_iter().flatten().flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("fuse-uring-"))
+        });
+        if uring {
+            "io_uring"
+        } else {
+            "/dev/fuse"
+        }
     }
 
     /// Raises this process's descriptor limit (which the server inherits)
