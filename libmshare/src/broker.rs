@@ -9,7 +9,7 @@
 //! One block takes ownership of the descriptors `SCM_RIGHTS` installed.
 #![allow(unsafe_code)]
 
-use std::io::IoSliceMut;
+use std::io::{ErrorKind, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use nix::sys::socket::{
     getsockopt, recvmsg, send, sockopt::PeerCredentials, ControlMessageOwned, MsgFlags,
 };
 
-use mshare_uapi::{broker_socket_path, MshareToken};
+use mshare_uapi::{broker_cpu_socket_path, broker_socket_path, MshareToken};
 
 /// Why an exchange failed, and the errno to report.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,13 +75,29 @@ pub fn exchange(token: &MshareToken) -> Result<OwnedFd, BrokerError> {
     exchange_once(token)
 }
 
+/// Connects to the broker socket of the CPU this thread runs on (served on
+/// that CPU), or to the main socket where there is none (a server from
+/// before per-CPU sockets, a CPU it did not count).
+fn connect(server_pid: u32) -> (std::path::PathBuf, std::io::Result<UnixStream>) {
+    if let Ok(cpu) = nix::sched::sched_getcpu() {
+        let path = broker_cpu_socket_path(server_pid, cpu as u32);
+        match UnixStream::connect(&path) {
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {}
+            res => return (path, res),
+        }
+    }
+    let path = broker_socket_path(server_pid);
+    let res = UnixStream::connect(&path);
+    (path, res)
+}
+
 fn exchange_once(token: &MshareToken) -> Result<OwnedFd, BrokerError> {
     let io = |what: &str, e: std::io::Error| {
         BrokerError::new(format!("{what}: {e}"), crate::errno_of(&e))
     };
-    let path = broker_socket_path(token.server_pid);
+    let (path, sock) = connect(token.server_pid);
     let name = path.display();
-    let sock = UnixStream::connect(&path).map_err(|e| io(&format!("connecting to {name}"), e))?;
+    let sock = sock.map_err(|e| io(&format!("connecting to {name}"), e))?;
     let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
     let peer =
         getsockopt(&sock, PeerCredentials).map_err(|e| BrokerError::new("SO_PEERCRED", e))?;

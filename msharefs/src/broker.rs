@@ -13,7 +13,9 @@
 //!
 //! The socket lives in [`BROKER_DIR`], a directory that the server makes
 //! owned by itself and writable by nobody else, so no other user can take
-//! its name first. One thread serves every connection from an epoll loop:
+//! its name first. Beside it, one socket per CPU is served by a thread
+//! pinned to that CPU, and libmshare connects to the one of the CPU it runs
+//! on. Each thread serves its connections from an epoll loop:
 //! an idle connection costs a table entry, never a thread or a wait for
 //! the others. Only connections idle for [`STALE_AFTER`] are ever closed to
 //! make room, so a burst of attaches is never cut off: a uid holding
@@ -39,7 +41,10 @@ use std::time::{Duration, Instant};
 
 use fuser::FileHandle;
 use log::{debug, info, warn};
-use mshare_uapi::{broker_socket_path, Token, BROKER_DIR, TOKEN_TTL_SECS};
+use mshare_uapi::{
+    broker_cpu_socket_path, broker_socket_path, broker_socket_pid, Token, BROKER_DIR,
+    TOKEN_TTL_SECS,
+};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -83,8 +88,21 @@ struct Grant {
 pub struct Broker {
     /// Grants by token.
     grants: Mutex<HashMap<Token, Grant>>,
-    /// The socket's path, while it is listening.
+    /// The main socket's path, while it is listening.
     socket: Option<PathBuf>,
+    /// Every socket listening: the main one and one per CPU.
+    sockets: Vec<PathBuf>,
+}
+
+/// Pins the calling thread to `cpu` (logged at debug level if it cannot).
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    let res = set
+        .set(cpu)
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    if let Err(e) = res {
+        debug!("broker: cannot pin to CPU {cpu}: {e}");
+    }
 }
 
 fn random_token() -> Result<Token, Fail> {
@@ -107,70 +125,95 @@ fn remove_stale_sockets(dir: &Path) {
         return;
     };
     for e in entries.flatten() {
-        let name = e.file_name();
-        let pid = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("broker.")?.strip_suffix(".sock"))
-            .and_then(|p| p.parse::<i32>().ok());
+        let pid = e.file_name().to_str().and_then(broker_socket_pid);
         if let Some(pid) = pid {
-            let gone =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH);
-            if gone {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            if nix::sys::signal::kill(pid, None) == Err(Errno::ESRCH) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
     }
 }
 
-fn listen() -> Result<(UnixListener, PathBuf), String> {
-    let dir = Path::new(BROKER_DIR);
-    crate::sys::private_dir(dir, 0o755)?;
-    remove_stale_sockets(dir);
-    let path = broker_socket_path(std::process::id());
-    let _ = std::fs::remove_file(&path); // ours: only this user writes here
-    let listener = UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// A listening socket at `path` that every user may connect to, and an
+/// epoll set watching it.
+fn listen(path: &Path) -> Result<(UnixListener, Epoll), String> {
+    let _ = std::fs::remove_file(path); // ours: only this user writes here
+    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let listener = UnixListener::bind(path).map_err(|e| fail(&e))?;
     // Every user may connect: the token, not the socket, is the check.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((listener, path))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(|e| fail(&e))?;
+    listener.set_nonblocking(true).map_err(|e| fail(&e))?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| fail(&e))?;
+    epoll
+        .add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
+        .map_err(|e| fail(&e))?;
+    Ok((listener, epoll))
 }
 
 impl Broker {
-    /// Starts the broker on its socket. If it cannot listen (a server that
-    /// may not write [`BROKER_DIR`]), every token request is refused
-    /// (`EOPNOTSUPP`) and the log says why.
+    /// Starts the broker: one thread on [`broker_socket_path`], and one
+    /// pinned to each CPU on [`broker_cpu_socket_path`] (libmshare connects
+    /// to its CPU's, so that an exchange is two context switches on that
+    /// CPU rather than a wake-up of another CPU and back). `max_conns` is
+    /// shared out between them. If it cannot listen (a server that may not
+    /// write [`BROKER_DIR`]), every token request is refused (`EOPNOTSUPP`)
+    /// and the log says why.
     pub fn start(max_conns: usize) -> Arc<Broker> {
-        let listening = listen().and_then(|(l, path)| {
-            let epoll =
-                Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| format!("epoll: {e}"))?;
-            epoll
-                .add(&l, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
-                .map_err(|e| format!("epoll: {e}"))?;
-            Ok((l, path, epoll))
+        let dir = Path::new(BROKER_DIR);
+        let main = crate::sys::private_dir(dir, 0o755).and_then(|()| {
+            remove_stale_sockets(dir);
+            let path = broker_socket_path(std::process::id());
+            listen(&path).map(|l| (path, l))
         });
-        let (socket, serve) = match listening {
-            Ok((l, path, epoll)) => (Some(path), Some((l, epoll))),
+        let (main_path, main) = match main {
+            Ok((path, l)) => (Some(path), Some(l)),
             Err(e) => {
                 warn!("no descriptor broker ({e}): libmshare cannot map regions of this mount");
                 (None, None)
             }
         };
+        let cpus = match main {
+            Some(_) => crate::sys::possible_cpus().unwrap_or(1),
+            None => 0,
+        };
+        let per_thread = max_conns.div_ceil(cpus + 1);
+        let mut listening = Vec::new();
+        let mut sockets = Vec::new();
+        for cpu in 0..cpus {
+            let path = broker_cpu_socket_path(std::process::id(), cpu as u32);
+            match listen(&path) {
+                Ok(l) => {
+                    sockets.push(path);
+                    listening.push((Some(cpu), l));
+                }
+                Err(e) => warn!("broker for CPU {cpu}: {e}; its callers use the main socket"),
+            }
+        }
+        listening.extend(main.map(|l| (None, l)));
+        sockets.extend(main_path.clone());
         let broker = Arc::new(Broker {
             grants: Mutex::new(HashMap::new()),
-            socket,
+            socket: main_path,
+            sockets,
         });
-        if let Some((listener, epoll)) = serve {
+        for (cpu, (listener, epoll)) in listening {
             let b = broker.clone();
+            let name = cpu.map_or("broker".to_string(), |c| format!("broker-cpu{c}"));
             std::thread::Builder::new()
-                .name("broker".into())
-                .spawn(move || Server::new(listener, epoll, max_conns).run(&b))
-                .expect("spawn the broker thread");
+                .name(name)
+                .spawn(move || {
+                    if let Some(c) = cpu {
+                        pin_to(c);
+                    }
+                    Server::new(listener, epoll, per_thread).run(&b)
+                })
+                .expect("spawn a broker thread");
+        }
+        if let Some(p) = broker.socket_path() {
             info!(
-                "broker listening on {}",
-                broker.socket_path().unwrap().display()
+                "broker listening on {} (and one socket per CPU beside it)",
+                p.display()
             );
         }
         broker
@@ -181,9 +224,9 @@ impl Broker {
         self.socket.as_deref()
     }
 
-    /// Removes the socket (the server is exiting).
+    /// Removes the sockets (the server is exiting).
     pub fn remove_socket(&self) {
-        if let Some(p) = &self.socket {
+        for p in &self.sockets {
             let _ = std::fs::remove_file(p);
         }
     }

@@ -69,3 +69,35 @@ pub fn private_dir(dir: &Path, mode: u32) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// CPUs the kernel counts (`num_possible_cpus()`: one FUSE io_uring queue
+/// each), from `/sys/devices/system/cpu/possible` (`0-3,8-11`).
+pub fn possible_cpus() -> std::io::Result<usize> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    parse_cpu_list(&text)
+        .ok_or_else(|| std::io::Error::other(format!("cannot parse CPU list {text:?}")))
+}
+
+/// The highest CPU in a kernel CPU list, plus one (queues and broker
+/// sockets are indexed by CPU number).
+fn parse_cpu_list(text: &str) -> Option<usize> {
+    let mut top = None;
+    for part in text.trim().split(',') {
+        let n: usize = part.rsplit('-').next()?.parse().ok()?;
+        top = top.max(Some(n + 1));
+    }
+    top
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0-3,8-11"), Some(12));
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+}

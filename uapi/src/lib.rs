@@ -53,8 +53,8 @@ pub use structs::{
     MSHARE_EXCL, MSHARE_NO_OBJECT, MSHARE_SETUP_OBJECT,
 };
 pub use token::{
-    broker_socket_path, MshareToken, Token, BROKER_DIR, TOKEN_HUGETLB, TOKEN_TTL_SECS,
-    TOKEN_WRITABLE,
+    broker_cpu_socket_path, broker_socket_path, broker_socket_pid, MshareToken, Token, BROKER_DIR,
+    TOKEN_HUGETLB, TOKEN_TTL_SECS, TOKEN_WRITABLE,
 };
 
 /// Name of the read-only file in the root of every msharefs mount that holds

@@ -78,9 +78,41 @@ pub fn broker_socket_path(server_pid: u32) -> std::path::PathBuf {
     std::path::Path::new(BROKER_DIR).join(format!("broker.{server_pid}.sock"))
 }
 
+/// The socket of the server's broker thread for callers running on CPU
+/// `cpu`: that thread is pinned to the CPU, so an exchange wakes no other
+/// CPU. Same protocol as [`broker_socket_path`], which a client uses where
+/// this one does not exist.
+pub fn broker_cpu_socket_path(server_pid: u32, cpu: u32) -> std::path::PathBuf {
+    std::path::Path::new(BROKER_DIR).join(format!("broker.{server_pid}.cpu{cpu}.sock"))
+}
+
+/// The server pid in a broker socket's file name (`broker.PID.sock` or
+/// `broker.PID.cpuN.sock`).
+pub fn broker_socket_pid(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix("broker.")?.strip_suffix(".sock")?;
+    let pid = match rest.split_once('.') {
+        Some((pid, cpu)) => cpu.strip_prefix("cpu")?.parse::<u32>().ok().map(|_| pid)?,
+        None => rest,
+    };
+    pid.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn broker_socket_names_carry_the_server_pid() {
+        let name = |p: std::path::PathBuf| p.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(broker_socket_pid(&name(broker_socket_path(42))), Some(42));
+        assert_eq!(
+            broker_socket_pid(&name(broker_cpu_socket_path(42, 3))),
+            Some(42)
+        );
+        assert_eq!(broker_socket_pid("broker.42.cpu.sock"), None);
+        assert_eq!(broker_socket_pid("broker.x.sock"), None);
+        assert_eq!(broker_socket_pid("other.42.sock"), None);
+    }
 
     #[test]
     fn token_bytes_are_the_two_words_in_order() {

@@ -112,7 +112,7 @@ impl Starter {
 /// `serve` weakly: once the session has dropped the file system, requests
 /// are answered `ENOTCONN` until the connection ends.
 pub fn start(serve: Weak<dyn Serve>, depth: u32) -> io::Result<Starter> {
-    let cpus = possible_cpus()?;
+    let cpus = crate::sys::possible_cpus()?;
     let threads = cpus * depth as usize;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut go = Vec::with_capacity(threads);
@@ -143,37 +143,5 @@ pub fn start(serve: Weak<dyn Serve>, depth: u32) -> io::Result<Starter> {
             warn!("FUSE over io_uring: {e}; requests are read from /dev/fuse");
             Err(e)
         }
-    }
-}
-
-/// CPUs the kernel makes queues for (`num_possible_cpus()`), from
-/// `/sys/devices/system/cpu/possible` (`0-3,8-11`).
-fn possible_cpus() -> io::Result<usize> {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
-    parse_cpu_list(&text).ok_or_else(|| io::Error::other(format!("cannot parse CPU list {text:?}")))
-}
-
-/// The highest CPU in a kernel CPU list, plus one (queues are indexed by
-/// CPU number).
-fn parse_cpu_list(text: &str) -> Option<usize> {
-    let mut top = None;
-    for part in text.trim().split(',') {
-        let last = part.rsplit('-').next()?;
-        let n: usize = last.parse().ok()?;
-        top = top.max(Some(n + 1));
-    }
-    top
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
-        assert_eq!(parse_cpu_list("0"), Some(1));
-        assert_eq!(parse_cpu_list("0-3,8-11"), Some(12));
-        assert_eq!(parse_cpu_list("x"), None);
     }
 }

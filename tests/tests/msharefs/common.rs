@@ -188,25 +188,43 @@ pub fn root_region(m: &Server, name: &str, backing: Option<libmshare::Backing>, 
     std::fs::set_permissions(m.path(name), std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The body of an attacker that holds 200 idle connections to the broker
-/// of the server with pid `server`, renewed every 1.5 s (a slowloris):
-/// says ready on `w`, then never returns.
+/// The body of an attacker that holds 200 idle connections to each
+/// socket of the broker of the server with pid `server` (the main one and
+/// the one of every CPU), renewed every 1.5 s (a slowloris): says ready on
+/// `w`, then never returns.
 pub fn hold_idle_broker_connections(server: u32, w: OwnedFd) -> ! {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixStream};
-    let path = mshare_uapi::broker_socket_path(server);
-    let connect = || match UnixStream::connect(&path) {
+    let mut paths = vec![mshare_uapi::broker_socket_path(server)];
+    paths.extend(
+        (0..possible_cpus()).map(|c| mshare_uapi::broker_cpu_socket_path(server, c as u32)),
+    );
+    let connect = |path: &std::path::Path| match UnixStream::connect(path) {
         Ok(s) => Some(s),
         // The server before issue 7 listened on an abstract name.
         Err(_) => SocketAddr::from_abstract_name(format!("msharefs.{server}.broker"))
             .and_then(|a| UnixStream::connect_addr(&a))
             .ok(),
     };
-    let mut conns: Vec<_> = (0..200).filter_map(|_| connect()).collect();
+    let flood = || -> Vec<UnixStream> {
+        paths
+            .iter()
+            .flat_map(|p| (0..200).filter_map(|_| connect(p)).collect::<Vec<_>>())
+            .collect()
+    };
+    let mut conns = flood();
     ready(w);
     loop {
         std::thread::sleep(Duration::from_millis(1500));
         conns.clear();
-        conns.extend((0..200).filter_map(|_| connect()));
+        conns = flood();
     }
+}
+
+/// CPUs the kernel counts (`/sys/devices/system/cpu/possible`): one
+/// io_uring queue and one broker socket each.
+pub fn possible_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let last = text.trim().rsplit([',', '-']).next().unwrap();
+    last.parse::<usize>().unwrap() + 1
 }

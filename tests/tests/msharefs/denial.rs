@@ -39,9 +39,13 @@ fn the_broker_socket_cannot_be_squatted() {
             if let Ok(a) = SocketAddr::from_abstract_name(name.as_bytes()) {
                 held.extend(UnixListener::bind_addr(&a).ok());
             }
-            planted += UnixListener::bind(mshare_uapi::broker_socket_path(pid as u32))
-                .map(|l| held.push(l))
-                .is_ok() as u32;
+            let pid = pid as u32;
+            let paths = (0..possible_cpus() as u32)
+                .map(|c| mshare_uapi::broker_cpu_socket_path(pid, c))
+                .chain([mshare_uapi::broker_socket_path(pid)]);
+            for path in paths {
+                planted += UnixListener::bind(path).map(|l| held.push(l)).is_ok() as u32;
+            }
         }
         assert_eq!(planted, 0, "a socket was planted where the broker listens");
         ready(w);
@@ -62,8 +66,9 @@ fn the_broker_socket_cannot_be_squatted() {
 /// wait seconds or fail.
 #[test]
 fn idle_connections_do_not_hold_up_attaches() {
-    let m = Server::mount("");
-    root_region(&m, "r", None, 0o644);
+    // hugetlb: the attach goes through the broker.
+    let m = Server::mount("align=2M");
+    root_region(&m, "r", Some(libmshare::Backing::Hugetlb), 0o644);
     let server = m.pid().as_raw() as u32;
     let flooder = Attacker::start(65534, move |w| hold_idle_broker_connections(server, w));
     let mut slowest = Duration::ZERO;

@@ -13,21 +13,19 @@ use crate::common::*;
 
 const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
 
-/// CPUs the kernel makes queues for.
-fn possible_cpus() -> usize {
-    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
-    let last = text.trim().rsplit([',', '-']).next().unwrap();
-    last.parse::<usize>().unwrap() + 1
-}
-
 /// Voluntary context switches of the server's threads whose name starts
 /// with `prefix`, summed, and how many such threads there are.
 fn switches(m: &Server, prefix: &str) -> (u64, usize) {
+    switches_of(m, |name| name.starts_with(prefix))
+}
+
+/// The same for the threads whose name `pick` accepts.
+fn switches_of(m: &Server, pick: impl Fn(&str) -> bool) -> (u64, usize) {
     let mut total = (0, 0);
     for t in std::fs::read_dir(format!("/proc/{}/task", m.pid())).unwrap() {
         let dir = t.unwrap().path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim_end().starts_with(prefix) {
+        if pick(comm.trim_end()) {
             total.0 += proc_field(
                 dir.join("status").to_str().unwrap(),
                 "voluntary_ctxt_switches",
@@ -183,4 +181,38 @@ fn the_default_turns_the_kernel_switch_on_and_back_off() {
     let m = Server::mount("io_uring=off");
     assert_eq!(std::fs::read_to_string(PARAM).unwrap().trim(), "N");
     assert_eq!(switches(&m, "fuse-uring-").1, 0);
+}
+
+#[test]
+fn a_libmshare_attach_redeems_its_token_at_the_broker_of_its_cpu() {
+    let m = Server::mount("align=2M");
+    root_region(&m, "h", Some(libmshare::Backing::Hugetlb), 0o644);
+    let mount = libmshare::Mount::find(Some(&m.dir)).unwrap();
+    let main = |name: &str| name == "broker";
+    for cpu in 0..possible_cpus().min(2) {
+        let mine = format!("broker-cpu{cpu}");
+        let (before, n) = switches_of(&m, |name| name == mine);
+        assert_eq!(n, 1, "one broker thread for CPU {cpu}");
+        let (main_before, _) = switches_of(&m, main);
+        on_cpu(cpu, || {
+            for _ in 0..50 {
+                let map = mount.open("h", true).unwrap().map().unwrap();
+                let mut b = [0u8; 1];
+                map.read(0, &mut b);
+                assert_eq!(b[0], 42);
+            }
+        });
+        let (after, _) = switches_of(&m, |name| name == mine);
+        let (main_after, _) = switches_of(&m, main);
+        assert!(
+            after - before >= 50,
+            "CPU {cpu}'s broker answered {} of 50 exchanges",
+            after - before
+        );
+        assert!(
+            main_after - main_before < 5,
+            "the main broker answered {}",
+            main_after - main_before
+        );
+    }
 }
