@@ -113,6 +113,10 @@ enum Target {
     Fd(std::os::fd::OwnedFd),
 }
 
+/// How long the kernel may take to tear down the io_uring queues of a
+/// server that died, before its mount answers `ENOTCONN`.
+const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Target {
     fn parse(mountpoint: &std::path::Path) -> Result<Target, String> {
         let shown = mountpoint.display();
@@ -126,14 +130,28 @@ impl Target {
         // Asked of the file system now: a dead FUSE mount answers from
         // the attributes the kernel caches until it is asked (ENOTCONN).
         use rustix::fs::{statx, AtFlags, FileType, StatxFlags, CWD};
-        match statx(CWD, &path, AtFlags::STATX_FORCE_SYNC, StatxFlags::TYPE) {
+        use rustix::io::Errno;
+        let ask = || statx(CWD, &path, AtFlags::STATX_FORCE_SYNC, StatxFlags::TYPE);
+        let mut answer = ask();
+        // Just after its server died, a request that reaches the dead
+        // server's io_uring queues before the kernel has torn them down
+        // ends ECANCELED (its task is gone) or EFAULT (so is its memory);
+        // asked again, the mount answers ENOTCONN once the teardown is done.
+        let deadline = std::time::Instant::now() + TEARDOWN;
+        while matches!(answer, Err(Errno::CANCELED | Errno::FAULT))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            answer = ask();
+        }
+        match answer {
             Ok(st) if FileType::from_raw_mode(st.stx_mode.into()) == FileType::Directory => {
                 Ok(Target::Dir(path))
             }
             Ok(_) => Err(format!("{shown}: not a directory")),
-            Err(rustix::io::Errno::NOTCONN | rustix::io::Errno::CONNABORTED) => {
-                Ok(Target::Dead(path))
-            }
+            // ECONNREFUSED: a connection whose server failed before it
+            // answered the kernel's INIT, as dead as the others.
+            Err(Errno::NOTCONN | Errno::CONNABORTED | Errno::CONNREFUSED) => Ok(Target::Dead(path)),
             Err(e) => Err(format!("{shown}: {e}")),
         }
     }

@@ -394,6 +394,49 @@ fn walk(dir: &Path) -> Vec<String> {
     out
 }
 
+/// Requests in flight when the server dies, and requests that reach its
+/// io_uring queues while the kernel tears them down, end with an error and
+/// never hang; the next server takes the dead mount over every time.
+#[test]
+fn a_server_killed_under_requests_is_replaced_every_time() {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let mut m = Server::mount("align=2M");
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = [m.dir.clone(), m.path("mshare_info")]
+        .into_iter()
+        .map(|path| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let ask = || statx(CWD, &path, AtFlags::STATX_FORCE_SYNC, StatxFlags::TYPE);
+                let mut seen = BTreeMap::new();
+                while !stop.load(Ordering::Relaxed) {
+                    *seen
+                        .entry(ask().err().map(|e| e.raw_os_error()))
+                        .or_insert(0u32) += 1;
+                }
+                (seen, ask().err())
+            })
+        })
+        .collect();
+    for _ in 0..25 {
+        m.kill9();
+        m.restart();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in hammers {
+        let (seen, last) = h.join().unwrap();
+        println!("figure: statx answers (errno: count) across 25 kills and restarts: {seen:?}");
+        assert!(
+            seen.keys().any(Option::is_some),
+            "no request met a dead server"
+        );
+        assert_eq!(last, None, "the last server serves: {seen:?}");
+    }
+    assert_eq!(std::fs::read_dir(&m.dir).unwrap().count(), 1);
+}
+
 #[test]
 fn a_second_server_on_the_same_mount_point_is_refused() {
     let m = Server::mount("align=2M");
