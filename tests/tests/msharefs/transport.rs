@@ -1,7 +1,9 @@
 //! The request transport: FUSE over io_uring (queues per CPU, served by
 //! threads pinned to that CPU) and `/dev/fuse`. Which threads answered is
-//! read from their voluntary context switches: a thread that waits for a
-//! request and answers it switches out once per request.
+//! read from their context switches: a thread that answers a request and
+//! waits for the next switches out in between, either to sleep or, when
+//! other work takes the CPU, preempted (a thread pinned to the client's
+//! CPU cannot run while the client makes its next request).
 
 use std::process::Command;
 
@@ -13,8 +15,8 @@ use crate::common::*;
 
 const PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
 
-/// Voluntary context switches of the server's threads whose name starts
-/// with `prefix`, summed, and how many such threads there are.
+/// Context switches (voluntary and not) of the server's threads whose
+/// name starts with `prefix`, summed, and how many such threads there are.
 fn switches(m: &Server, prefix: &str) -> (u64, usize) {
     switches_of(m, |name| name.starts_with(prefix))
 }
@@ -26,14 +28,31 @@ fn switches_of(m: &Server, pick: impl Fn(&str) -> bool) -> (u64, usize) {
         let dir = t.unwrap().path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if pick(comm.trim_end()) {
-            total.0 += proc_field(
-                dir.join("status").to_str().unwrap(),
-                "voluntary_ctxt_switches",
-            );
+            let status = dir.join("status");
+            let status = status.to_str().unwrap();
+            total.0 += proc_field(status, "voluntary_ctxt_switches")
+                + proc_field(status, "nonvoluntary_ctxt_switches");
             total.1 += 1;
         }
     }
     total
+}
+
+/// Waits until the server's io_uring queues serve: the mount is up before
+/// the kernel's `INIT` is answered, the queue threads start while it is,
+/// and requests go to `/dev/fuse` until every queue has registered. Returns
+/// how many queue threads there are.
+fn queues_serving(m: &Server) -> usize {
+    wait_until("the io_uring queues", || {
+        m.log_text().contains("FUSE over io_uring: ")
+    });
+    let threads = switches(m, "fuse-uring-").1;
+    wait_until("a request answered over io_uring", || {
+        let (before, _) = switches(m, "fuse-uring-");
+        let _ = std::fs::read_to_string(m.path("mshare_info"));
+        switches(m, "fuse-uring-").0 > before
+    });
+    threads
 }
 
 /// Runs `f` on this thread pinned to `cpu`, then restores its affinity.
@@ -65,12 +84,7 @@ fn attaches(m: &Server, name: &str, n: usize) {
 fn requests_are_answered_over_io_uring_on_the_cpu_that_made_them() {
     let m = Server::mount("io_uring=on");
     let cpus = possible_cpus();
-    assert!(
-        m.log_text().contains("FUSE over io_uring"),
-        "{}",
-        m.log_text()
-    );
-    assert_eq!(switches(&m, "fuse-uring-").1, cpus * 4, "4 threads per CPU");
+    assert_eq!(queues_serving(&m), cpus * 4, "4 threads per CPU");
     let fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
     let map = map_region(&fd);
     map.set(7, 42);
@@ -106,6 +120,8 @@ fn requests_are_answered_over_io_uring_on_the_cpu_that_made_them() {
 #[test]
 fn io_uring_off_reads_dev_fuse() {
     let m = Server::mount("io_uring=off");
+    // Answered, so past INIT, where queue threads would have started.
+    read_text(&m.path("mshare_info"));
     assert_eq!(switches(&m, "fuse-uring-").1, 0, "no queue threads");
     let _fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
     let (before, _) = switches(&m, "fuser-");
@@ -121,7 +137,7 @@ fn io_uring_off_reads_dev_fuse() {
 #[test]
 fn io_uring_q_depth_sets_the_threads_per_cpu() {
     let m = Server::mount("io_uring=on,io_uring_q_depth=2");
-    assert_eq!(switches(&m, "fuse-uring-").1, possible_cpus() * 2);
+    assert_eq!(queues_serving(&m), possible_cpus() * 2);
     drop(m);
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
@@ -160,7 +176,7 @@ fn the_default_turns_the_kernel_switch_on_and_back_off() {
     std::fs::write(PARAM, "N").unwrap();
     let mut m = Server::mount("");
     assert_eq!(std::fs::read_to_string(PARAM).unwrap().trim(), "Y");
-    assert!(switches(&m, "fuse-uring-").1 > 0, "served over io_uring");
+    assert!(queues_serving(&m) > 0, "served over io_uring");
     let _fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
     attaches(&m, "r", 10);
     assert!(m.stop().success());
@@ -179,6 +195,7 @@ fn the_default_turns_the_kernel_switch_on_and_back_off() {
     // off: the switch is not touched and /dev/fuse serves.
     std::fs::write(PARAM, "N").unwrap();
     let m = Server::mount("io_uring=off");
+    read_text(&m.path("mshare_info"));
     assert_eq!(std::fs::read_to_string(PARAM).unwrap().trim(), "N");
     assert_eq!(switches(&m, "fuse-uring-").1, 0);
 }
