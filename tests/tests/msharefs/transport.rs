@@ -44,7 +44,8 @@ fn switches_of(m: &Server, pick: impl Fn(&str) -> bool) -> (u64, usize) {
 /// how many queue threads there are.
 fn queues_serving(m: &Server) -> usize {
     wait_until("the io_uring queues", || {
-        m.log_text().contains("FUSE over io_uring: ")
+        m.log_text()
+            .contains(" queues, one per CPU, each served by ")
     });
     let threads = switches(m, "fuse-uring-").1;
     wait_until("a request answered over io_uring", || {
