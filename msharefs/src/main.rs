@@ -450,7 +450,11 @@ fn main() -> ExitCode {
         worker_threads()
     };
     let config = fuser_config(&opts, source, threads);
-    let plan = limits::plan(&opts, raise_nofile());
+    let queue_fds = match opts.io_uring {
+        options::Uring::Off => 0,
+        _ => uring::most_ring_fds(opts.io_uring_q_depth),
+    };
+    let plan = limits::plan(&opts, raise_nofile(), queue_fds);
     match &plan.lowered {
         // Asked for: say so loudly. The default: say what it is.
         Some(why) if opts.max_regions != options::DEFAULT_MAX_REGIONS => warn!("{why}"),

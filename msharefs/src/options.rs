@@ -145,7 +145,7 @@ pub struct Options {
     pub passthrough: Passthrough,
     /// `io_uring=auto|on|off`.
     pub io_uring: Uring,
-    /// `io_uring_q_depth=N`: requests in flight per CPU over io_uring.
+    /// `io_uring_q_depth=N`: threads each CPU's io_uring queue starts with.
     pub io_uring_q_depth: u32,
     /// `fsname=NAME`: the mount's source as shown in mountinfo.
     pub fsname: Option<String>,
@@ -326,8 +326,9 @@ pub const OPTIONS: &[Spec] = &[
     Spec {
         name: "io_uring_q_depth",
         value: Some("N"),
-        help: "requests served at once per CPU over io_uring: threads pinned to each CPU, \
-               one ring entry each (1 to 128)",
+        help: "threads each CPU's io_uring queue starts with, pinned to the CPU, one ring \
+               entry each (1 to 128); a queue grows by a thread when a request that may \
+               take long comes while all are busy, up to 16",
         default: "4",
         apply: |o, v| {
             let n = count(v)?;

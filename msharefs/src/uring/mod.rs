@@ -3,7 +3,9 @@
 //! CPU answers it, so that a round trip is two context switches on one CPU
 //! instead of two wake-ups across CPUs (an IPI and, in a VM, an exit each).
 //! Each CPU's queue is served by `io_uring_q_depth` threads with one ring
-//! entry each ([`start`]).
+//! entry each ([`start`]), and grows by a thread when a request that may
+//! take long arrives while no other entry of its queue waits (up to
+//! [`MOST_THREADS`]).
 //! See the kernel's `Documentation/filesystems/fuse/fuse-io-uring.rst`.
 //!
 //! fuser still reads `/dev/fuse`: `INIT`, `FORGET` and `INTERRUPT` come
@@ -18,7 +20,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use log::{info, warn};
 use nix::errno::Errno;
@@ -28,6 +30,17 @@ pub const ENABLE_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
 
 /// Requests served at once per CPU when `io_uring_q_depth` is not given.
 pub const DEFAULT_DEPTH: u32 = 4;
+
+/// The most threads a CPU's queue grows to (unless `io_uring_q_depth`
+/// starts it with more). Each holds an io_uring descriptor.
+pub const MOST_THREADS: usize = 16;
+
+/// The most io_uring descriptors the queues of a server with `depth`
+/// threads per CPU may hold.
+pub fn most_ring_fds(depth: u32) -> u64 {
+    let cpus = crate::sys::possible_cpus().unwrap_or(1) as u64;
+    cpus * (depth as u64).max(MOST_THREADS as u64)
+}
 
 /// The largest payload a request or reply carries: what the server tells
 /// the kernel in `INIT` as `max_write` (the kernel's default `max_pages`,
@@ -85,7 +98,7 @@ pub fn restore_kernel_switch() {
 /// ([`Starter::go`]); dropping it ends them.
 #[derive(Debug)]
 pub struct Starter {
-    go: Vec<Sender<OwnedFd>>,
+    go: Vec<Sender<Arc<OwnedFd>>>,
 }
 
 impl Starter {
@@ -93,8 +106,10 @@ impl Starter {
     /// `dev`. Until they have, requests on a connection that took
     /// `FUSE_OVER_IO_URING` wait.
     pub fn go(self, dev: &OwnedFd) -> io::Result<()> {
+        // One descriptor for all threads: a queue that grows adds no more.
+        let dev = Arc::new(dev.try_clone()?);
         for g in &self.go {
-            let _ = g.send(dev.try_clone()?);
+            let _ = g.send(dev.clone());
         }
         Ok(())
     }
@@ -102,28 +117,33 @@ impl Starter {
 
 /// Makes one queue per possible CPU, each served by `depth` threads pinned
 /// to that CPU with one ring entry each, for the connection being
-/// initialized. The kernel hands a request to an entry that is waiting,
-/// so a request that takes long (making or freeing gigabytes) holds up
-/// only its own thread, not the CPU's other requests. Call it call it while answering `INIT`, and offer
-/// `FUSE_OVER_IO_URING` only if it succeeds, because once the connection
-/// has it, every request waits until all queues are registered. The queues
-/// register when [`Starter::go`] gives them the connection's descriptor
-/// (the kernel takes registrations once the `INIT` reply is in). They hold
-/// `serve` weakly: once the session has dropped the file system, requests
-/// are answered `ENOTCONN` until the connection ends.
+/// initialized. The kernel hands a request to an entry that is waiting and
+/// queues it while none is, so a thread that takes a request which may
+/// take long (allocating or freeing gigabytes, writing the state journal)
+/// while no other entry of its queue waits first starts one more thread
+/// for the queue (up to [`MOST_THREADS`]): slow requests of some users
+/// never leave the others' `open` and `close` waiting. Call it while
+/// answering `INIT`, and offer `FUSE_OVER_IO_URING` only if it succeeds,
+/// because once the connection has it, every request waits until all
+/// queues are registered. The queues register when [`Starter::go`] gives
+/// them the connection's descriptor (the kernel takes registrations once
+/// the `INIT` reply is in). They hold `serve` weakly: once the session has
+/// dropped the file system, requests are answered `ENOTCONN` until the
+/// connection ends.
 pub fn start(serve: Weak<dyn Serve>, depth: u32) -> io::Result<Starter> {
     let cpus = crate::sys::possible_cpus()?;
     let threads = cpus * depth as usize;
     let (tx, rx) = std::sync::mpsc::channel();
     let mut go = Vec::with_capacity(threads);
     for qid in 0..cpus {
+        let crew = Arc::new(queue::Crew::new(qid as u16, serve.clone(), depth as usize));
         for n in 0..depth {
-            let serve = serve.clone();
+            let crew = crew.clone();
             let tx = tx.clone();
             let (go_tx, go_rx) = std::sync::mpsc::channel();
             std::thread::Builder::new()
                 .name(format!("fuse-uring-{qid}.{n}"))
-                .spawn(move || queue::run(qid as u16, serve, (tx, go_rx)))?;
+                .spawn(move || queue::run(crew, (tx, go_rx)))?;
             go.push(go_tx);
         }
     }

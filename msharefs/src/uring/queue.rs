@@ -3,7 +3,10 @@
 //! buffer each; [`super::start`] gives each thread one) registered with
 //! the connection. Each completion is a request;
 //! the thread answers it in place and commits the answer with the command
-//! that also fetches the entry's next request.
+//! that also fetches the entry's next request. The threads of one queue
+//! share a [`Crew`], which counts the queue's waiting entries so that a
+//! thread about to serve a request that may take long can start another
+//! when none waits.
 //!
 //! # Safety
 //!
@@ -17,21 +20,22 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 
 use io_uring::squeue::Entry128;
 use io_uring::{cqueue, opcode, types, IoUring};
-use log::{debug, error};
+use log::{debug, error, info, warn};
 use memmap2::MmapMut;
 use nix::errno::Errno;
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::abi::{
-    InHeader, OutHeader, RingCmdReq, RingReqHeader, CMD_COMMIT_AND_FETCH, CMD_REGISTER,
+    op, InHeader, OutHeader, RingCmdReq, RingReqHeader, CMD_COMMIT_AND_FETCH, CMD_REGISTER,
     RING_HEADER_SZ,
 };
-use super::{Incoming, Serve, MAX_PAYLOAD};
+use super::{Incoming, Serve, MAX_PAYLOAD, MOST_THREADS};
 
 /// Ring entries per thread: one, so that a thread busy with a request
 /// has no other request waiting for it.
@@ -47,8 +51,8 @@ struct Queue {
     /// buffers.
     ring: IoUring<Entry128, cqueue::Entry>,
     qid: u16,
-    /// The connection's descriptor, once given.
-    dev: Option<OwnedFd>,
+    /// The connection's descriptor, once given (shared by the queues).
+    dev: Option<Arc<OwnedFd>>,
     /// `depth` header buffers, then `depth` payload buffers.
     buffers: MmapMut,
     depth: usize,
@@ -58,21 +62,120 @@ struct Queue {
     serving: Vec<bool>,
 }
 
-/// Runs queue `qid`: reports on `made` whether its ring and buffers exist,
-/// waits for the connection's descriptor on `go`, then registers its
-/// entries and serves until the connection ends.
-pub fn run(
+/// What the threads serving one CPU's queue share.
+pub struct Crew {
     qid: u16,
     serve: Weak<dyn Serve>,
-    (made, go): (Sender<io::Result<()>>, Receiver<OwnedFd>),
-) {
+    /// Entries of the queue handed to the kernel and not yet given back
+    /// with a request: those a new request can go to at once.
+    waiting: AtomicUsize,
+    /// Threads serving the queue, started or starting.
+    threads: AtomicUsize,
+    /// The most threads the queue grows to.
+    most: usize,
+}
+
+impl Crew {
+    /// The crew of queue `qid`, started with `depth` threads.
+    pub fn new(qid: u16, serve: Weak<dyn Serve>, depth: usize) -> Self {
+        Crew {
+            qid,
+            serve,
+            waiting: AtomicUsize::new(0),
+            threads: AtomicUsize::new(depth),
+            most: depth.max(MOST_THREADS),
+        }
+    }
+
+    /// Starts one more thread for the queue on `dev` when none of its
+    /// entries waits and it has fewer than its most threads.
+    fn grow(self: &Arc<Self>, dev: &Option<Arc<OwnedFd>>) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let more = self
+            .threads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.most).then_some(n + 1)
+            });
+        let Ok(n) = more else { return };
+        let Some(dev) = dev.clone() else {
+            self.threads.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
+        let crew = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("fuse-uring-{}.{n}", self.qid))
+            .spawn(move || {
+                pin(crew.qid);
+                match Queue::new(crew.qid, ENTRIES) {
+                    Ok(mut queue) => {
+                        queue.dev = Some(dev);
+                        queue.run(&crew);
+                    }
+                    Err(e) => warn!(
+                        "io_uring queue {}: cannot start one more thread: {e}",
+                        crew.qid
+                    ),
+                }
+                crew.threads.fetch_sub(1, Ordering::SeqCst);
+            });
+        match spawned {
+            Ok(_) => info!(
+                "io_uring queue {}: a request that may take long came while every entry was busy; now {} threads",
+                self.qid,
+                n + 1
+            ),
+            Err(e) => {
+                self.threads.fetch_sub(1, Ordering::SeqCst);
+                warn!("io_uring queue {}: cannot start one more thread: {e}", self.qid);
+            }
+        }
+    }
+}
+
+/// Whether a request may take long: it allocates or frees memory
+/// (gigabytes, for a big region) or changes what the state journal keeps.
+fn may_take_long(opcode: u32) -> bool {
+    matches!(
+        opcode,
+        op::SETATTR
+            | op::SYMLINK
+            | op::MKNOD
+            | op::MKDIR
+            | op::UNLINK
+            | op::RMDIR
+            | op::RENAME
+            | op::LINK
+            | op::WRITE
+            | op::FSYNC
+            | op::SETXATTR
+            | op::REMOVEXATTR
+            | op::CREATE
+            | op::IOCTL
+            | op::FALLOCATE
+            | op::RENAME2
+    )
+}
+
+/// Pins the calling thread to CPU `qid`, where the queue's requests come
+/// from.
+fn pin(qid: u16) {
     let mut cpus = nix::sched::CpuSet::new();
     if cpus.set(qid as usize).is_ok() {
         if let Err(e) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &cpus) {
             debug!("queue {qid}: cannot pin to CPU {qid}: {e}");
         }
     }
-    let built = Queue::new(qid, ENTRIES);
+}
+
+/// Runs one of the first threads of `crew`'s queue: reports on `made`
+/// whether its ring and buffers exist, waits for the connection's
+/// descriptor on `go`, then registers its entries and serves until the
+/// connection ends.
+pub fn run(crew: Arc<Crew>, (made, go): (Sender<io::Result<()>>, Receiver<Arc<OwnedFd>>)) {
+    pin(crew.qid);
+    let built = Queue::new(crew.qid, ENTRIES);
     let _ = made.send(
         built
             .as_ref()
@@ -82,13 +185,7 @@ pub fn run(
     let Ok(mut queue) = built else { return };
     let Ok(dev) = go.recv() else { return };
     queue.dev = Some(dev);
-    let res = (0..queue.depth)
-        .try_for_each(|ent| queue.register(ent))
-        .and_then(|()| queue.serve(&serve));
-    match res {
-        Ok(why) => debug!("io_uring queue {qid}: {why}"),
-        Err(e) => error!("io_uring queue {qid} stopped: {e}"),
-    }
+    queue.run(&crew);
 }
 
 /// Whether a completion's error says the connection is gone.
@@ -98,7 +195,7 @@ fn ended(res: i32) -> bool {
 
 /// The 128-byte SQE of a FUSE ring command for entry `ent`.
 fn command(
-    dev: &Option<OwnedFd>,
+    dev: &Option<Arc<OwnedFd>>,
     cmd: u32,
     ent: usize,
     req: RingCmdReq,
@@ -161,6 +258,18 @@ impl Queue {
         })
     }
 
+    /// Registers the entries and serves until the connection ends.
+    fn run(&mut self, crew: &Arc<Crew>) {
+        let qid = self.qid;
+        let res = (0..self.depth)
+            .try_for_each(|ent| self.register(ent, crew))
+            .and_then(|()| self.serve(crew));
+        match res {
+            Ok(why) => debug!("io_uring queue {qid}: {why}"),
+            Err(e) => error!("io_uring queue {qid} stopped: {e}"),
+        }
+    }
+
     fn cmd_req(&self, commit_id: u64) -> RingCmdReq {
         RingCmdReq {
             flags: 0,
@@ -176,22 +285,25 @@ impl Queue {
     /// largest request, io_uring turned off) with its errno, after which
     /// the kernel serves the connection from `/dev/fuse`; a registered
     /// entry completes only with a request.
-    fn register(&mut self, ent: usize) -> io::Result<()> {
+    fn register(&mut self, ent: usize, crew: &Crew) -> io::Result<()> {
         let iov = self.iovs[ent].as_ptr() as u64;
         let sqe = command(&self.dev, CMD_REGISTER, ent, self.cmd_req(0), Some(iov));
-        self.push(&sqe)
+        self.push(&sqe, crew)
     }
 
-    fn push(&mut self, sqe: &Entry128) -> io::Result<()> {
+    /// Queues `sqe`, which hands an entry to the kernel.
+    fn push(&mut self, sqe: &Entry128, crew: &Crew) -> io::Result<()> {
         // SAFETY: the buffers and iovecs the command points at live as long
         // as `self`, which outlives the ring's use of them (the ring is
         // dropped with `self`, cancelling what is in flight).
         unsafe { self.ring.submission().push(sqe) }
-            .map_err(|_| io::Error::other("submission queue full"))
+            .map_err(|_| io::Error::other("submission queue full"))?;
+        crew.waiting.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Serves until the connection ends; returns why.
-    fn serve(&mut self, serve: &Weak<dyn Serve>) -> io::Result<String> {
+    fn serve(&mut self, crew: &Arc<Crew>) -> io::Result<String> {
         let mut done: Vec<(usize, i32)> = Vec::with_capacity(self.depth);
         let mut scratch = Vec::new();
         loop {
@@ -207,6 +319,7 @@ impl Queue {
                     .map(|c| (c.user_data() as usize, c.result())),
             );
             for &(ent, res) in &done {
+                crew.waiting.fetch_sub(1, Ordering::SeqCst);
                 if ent >= self.depth {
                     return Err(io::Error::other(format!(
                         "completion for unknown entry {ent}"
@@ -215,7 +328,7 @@ impl Queue {
                 if res == -libc::EAGAIN && !self.serving[ent] {
                     // Not initialized yet: INIT's reply is being written.
                     std::thread::sleep(std::time::Duration::from_micros(200));
-                    self.register(ent)?;
+                    self.register(ent, crew)?;
                     continue;
                 }
                 if res < 0 && !self.serving[ent] && ended(res) {
@@ -234,7 +347,10 @@ impl Queue {
                     return Ok(format!("the connection ended ({})", Errno::from_raw(-res)));
                 }
                 self.serving[ent] = true;
-                let commit_id = self.answer(ent, serve, &mut scratch);
+                if may_take_long(self.opcode(ent)) {
+                    crew.grow(&self.dev);
+                }
+                let commit_id = self.answer(ent, &crew.serve, &mut scratch);
                 let sqe = command(
                     &self.dev,
                     CMD_COMMIT_AND_FETCH,
@@ -242,9 +358,18 @@ impl Queue {
                     self.cmd_req(commit_id),
                     None,
                 );
-                self.push(&sqe)?;
+                self.push(&sqe, crew)?;
             }
         }
+    }
+
+    /// The opcode of the request in entry `ent`.
+    fn opcode(&self, ent: usize) -> u32 {
+        let header = &self.buffers[ent * HEADER_STRIDE..][..size_of::<RingReqHeader>()];
+        RingReqHeader::ref_from_bytes(header)
+            .ok()
+            .and_then(|h| InHeader::read_from_prefix(&h.in_out).ok())
+            .map_or(0, |(h, _)| h.opcode)
     }
 
     /// Answers the request in entry `ent`, in place; returns its commit id.
