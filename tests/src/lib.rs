@@ -392,11 +392,24 @@ impl Server {
         proc_field(&format!("/proc/{}/status", self.pid()), field)
     }
 
-    /// Descriptors the server holds open.
+    /// Descriptors the server holds open, but for its io_uring queues'
+    /// rings ([`Server::ring_fds`]): a queue grows by a thread (and a ring)
+    /// under slow requests and keeps it.
     pub fn open_fds(&self) -> usize {
+        self.fds().filter(|t| t != "anon_inode:[io_uring]").count()
+    }
+
+    /// The io_uring rings the server holds, one per queue thread.
+    pub fn ring_fds(&self) -> usize {
+        self.fds().filter(|t| t == "anon_inode:[io_uring]").count()
+    }
+
+    /// What the server's descriptors point at.
+    fn fds(&self) -> impl Iterator<Item = String> {
         fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .unwrap()
-            .count()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .map(|t| t.to_string_lossy().into_owned())
     }
 
     /// CPU time the server has used (user + system), in clock ticks.

@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
 use nix::unistd::Pid;
 
 use msharefs_tests::*;
@@ -227,4 +228,19 @@ pub fn possible_cpus() -> usize {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
     let last = text.trim().rsplit([',', '-']).next().unwrap();
     last.parse::<usize>().unwrap() + 1
+}
+
+/// Runs `f` on this thread pinned to `cpu`, then restores its affinity.
+pub fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
+    struct Restore(CpuSet);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = sched_setaffinity(Pid::from_raw(0), &self.0);
+        }
+    }
+    let _restore = Restore(sched_getaffinity(Pid::from_raw(0)).unwrap());
+    let mut one = CpuSet::new();
+    one.set(cpu).unwrap();
+    sched_setaffinity(Pid::from_raw(0), &one).unwrap();
+    f()
 }

@@ -540,6 +540,11 @@ fn attachers_creators_and_unlinkers_at_once_leak_nothing() {
         fds0,
         "server descriptors back to where they started"
     );
+    let rings = m.ring_fds();
+    assert!(
+        rings <= possible_cpus() * 16,
+        "{rings} io_uring rings: the queues grow to at most 16 threads per CPU"
+    );
     wait_until("the server's thp memory to return", || used() <= used0);
     assert_eq!(
         used(),

@@ -8,8 +8,6 @@
 use std::process::Command;
 
 use msharefs_tests::*;
-use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
-use nix::unistd::Pid;
 
 use crate::common::*;
 
@@ -54,21 +52,6 @@ fn queues_serving(m: &Server) -> usize {
         switches(m, "fuse-uring-").0 > before
     });
     threads
-}
-
-/// Runs `f` on this thread pinned to `cpu`, then restores its affinity.
-fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
-    struct Restore(CpuSet);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let _ = sched_setaffinity(Pid::from_raw(0), &self.0);
-        }
-    }
-    let _restore = Restore(sched_getaffinity(Pid::from_raw(0)).unwrap());
-    let mut one = CpuSet::new();
-    one.set(cpu).unwrap();
-    sched_setaffinity(Pid::from_raw(0), &one).unwrap();
-    f()
 }
 
 /// `n` attaches of region `name` the kernel-ABI way, without mapping: open,
@@ -156,6 +139,59 @@ fn io_uring_q_depth_sets_the_threads_per_cpu() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(bad) && err.contains(why), "{bad}: {err}");
     }
+}
+
+/// A queue whose every entry is busy with a request that may take long
+/// (here allocating 3 GiB of 4 KiB pages) starts one more thread, so that
+/// the next requests of its CPU are answered at once, not after it.
+#[test]
+fn a_queue_busy_with_a_slow_request_grows() {
+    if possible_cpus() < 2 {
+        println!("skipped: needs two CPUs, one to set up from and one to fill");
+        return;
+    }
+    let m = Server::mount("io_uring=on,io_uring_q_depth=1,align=2M,backing=shmem");
+    queues_serving(&m);
+    let size: i64 = 3 << 30;
+    // Set up from CPU 1, so that only CPU 1's queue may grow meanwhile.
+    let fd = on_cpu(1, || {
+        drop(std::fs::File::create(m.path("r")).unwrap());
+        let fd = open(&m.path("big"), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL).unwrap();
+        nix::unistd::ftruncate(&fd, size).unwrap();
+        fd
+    });
+    let before = switches(&m, "fuse-uring-").1;
+    let (started_r, started_w) = nix::unistd::pipe().unwrap();
+    let slow = spawn_child(move || {
+        on_cpu(0, || {
+            ready(started_w);
+            let flags = nix::fcntl::FallocateFlags::empty();
+            i32::from(nix::fcntl::fallocate(&fd, flags, 0, size).is_err())
+        })
+    });
+    let mut one = [0u8; 1];
+    std::io::Read::read_exact(&mut std::fs::File::from(started_r), &mut one).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    on_cpu(0, || {
+        for _ in 0..10 {
+            drop(open(&m.path("r"), libc::O_RDONLY).unwrap());
+        }
+    });
+    let still = nix::sys::wait::waitpid(slow, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    let after = switches(&m, "fuse-uring-").1;
+    let code = match still {
+        Ok(nix::sys::wait::WaitStatus::StillAlive) => wait_child(slow),
+        other => panic!("the opens were answered only after the allocation ended: {other:?}"),
+    };
+    let _ = std::fs::remove_file(m.path("big"));
+    assert_eq!(code, 0, "the allocation succeeded");
+    assert_eq!(after, before + 1, "CPU 0's queue started one more thread");
+    assert!(
+        m.log_text()
+            .contains("io_uring queue 0: a request that may take long"),
+        "the growth is logged:\n{}",
+        m.log_text()
+    );
 }
 
 /// Puts the kernel's switch back as it was.
