@@ -244,6 +244,9 @@ fn abuse_soak() {
         .unwrap_or(20);
     let m = Server::mount("align=2M");
     let _pool = HugePool::reserve(&m, 16);
+    // A request answered: the server is past INIT, whose answer opens the
+    // descriptors of its FUSE threads and queues.
+    read_text(&m.path("mshare_info"));
     let (fds0, shmem0, huge0) = (m.open_fds(), meminfo("Shmem"), meminfo("HugePages_Free"));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let workers: Vec<_> = [0u32, 1000, 65534, 1000]
