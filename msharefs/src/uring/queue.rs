@@ -20,7 +20,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Weak};
 
@@ -73,6 +73,9 @@ pub struct Crew {
     threads: AtomicUsize,
     /// The most threads the queue grows to.
     most: usize,
+    /// Set when starting a thread failed (no memory, no descriptor): the
+    /// queue stays as it is rather than try again at every slow request.
+    stuck: AtomicBool,
 }
 
 impl Crew {
@@ -84,13 +87,14 @@ impl Crew {
             waiting: AtomicUsize::new(0),
             threads: AtomicUsize::new(depth),
             most: depth.max(MOST_THREADS),
+            stuck: AtomicBool::new(false),
         }
     }
 
     /// Starts one more thread for the queue on `dev` when none of its
     /// entries waits and it has fewer than its most threads.
     fn grow(self: &Arc<Self>, dev: &Option<Arc<OwnedFd>>) {
-        if self.waiting.load(Ordering::SeqCst) > 0 {
+        if self.waiting.load(Ordering::SeqCst) > 0 || self.stuck.load(Ordering::SeqCst) {
             return;
         }
         let more = self
@@ -113,10 +117,7 @@ impl Crew {
                         queue.dev = Some(dev);
                         queue.run(&crew);
                     }
-                    Err(e) => warn!(
-                        "io_uring queue {}: cannot start one more thread: {e}",
-                        crew.qid
-                    ),
+                    Err(e) => crew.cannot_grow(&e),
                 }
                 crew.threads.fetch_sub(1, Ordering::SeqCst);
             });
@@ -127,9 +128,21 @@ impl Crew {
                 n + 1
             ),
             Err(e) => {
+                self.cannot_grow(&e);
                 self.threads.fetch_sub(1, Ordering::SeqCst);
-                warn!("io_uring queue {}: cannot start one more thread: {e}", self.qid);
             }
+        }
+    }
+
+    /// Stops growing, and says so once; called before the thread that
+    /// could not start is taken off the count.
+    fn cannot_grow(&self, e: &io::Error) {
+        if !self.stuck.swap(true, Ordering::SeqCst) {
+            warn!(
+                "io_uring queue {}: cannot start one more thread: {e}; it stays at {} threads",
+                self.qid,
+                self.threads.load(Ordering::SeqCst).saturating_sub(1)
+            );
         }
     }
 }
