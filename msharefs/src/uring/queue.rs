@@ -360,10 +360,7 @@ impl Queue {
                     return Ok(format!("the connection ended ({})", Errno::from_raw(-res)));
                 }
                 self.serving[ent] = true;
-                if may_take_long(self.opcode(ent)) {
-                    crew.grow(&self.dev);
-                }
-                let commit_id = self.answer(ent, &crew.serve, &mut scratch);
+                let commit_id = self.answer(ent, crew, &mut scratch);
                 let sqe = command(
                     &self.dev,
                     CMD_COMMIT_AND_FETCH,
@@ -376,17 +373,9 @@ impl Queue {
         }
     }
 
-    /// The opcode of the request in entry `ent`.
-    fn opcode(&self, ent: usize) -> u32 {
-        let header = &self.buffers[ent * HEADER_STRIDE..][..size_of::<RingReqHeader>()];
-        RingReqHeader::ref_from_bytes(header)
-            .ok()
-            .and_then(|h| InHeader::read_from_prefix(&h.in_out).ok())
-            .map_or(0, |(h, _)| h.opcode)
-    }
-
-    /// Answers the request in entry `ent`, in place; returns its commit id.
-    fn answer(&mut self, ent: usize, serve: &Weak<dyn Serve>, scratch: &mut Vec<u8>) -> u64 {
+    /// Answers the request in entry `ent`, in place, first growing the
+    /// crew if the request may take long; returns its commit id.
+    fn answer(&mut self, ent: usize, crew: &Arc<Crew>, scratch: &mut Vec<u8>) -> u64 {
         let depth = self.depth;
         let (headers, payloads) = self.buffers.split_at_mut(depth * HEADER_STRIDE);
         let header = &mut headers[ent * HEADER_STRIDE..][..size_of::<RingReqHeader>()];
@@ -399,6 +388,9 @@ impl Queue {
         let Ok((inh, _)) = InHeader::read_from_prefix(&h.in_out) else {
             unreachable!("in_out holds 128 bytes");
         };
+        if may_take_long(inh.opcode) {
+            crew.grow(&self.dev);
+        }
         let commit_id = h.ring_ent_in_out.commit_id;
         let size = (h.ring_ent_in_out.payload_sz as usize).min(MAX_PAYLOAD);
         scratch.clear();
@@ -409,7 +401,7 @@ impl Queue {
             op: &op,
             payload: scratch,
         };
-        let res = catch_unwind(AssertUnwindSafe(|| match serve.upgrade() {
+        let res = catch_unwind(AssertUnwindSafe(|| match crew.serve.upgrade() {
             Some(fs) => fs.serve(&req, payload),
             None => Err(Errno::ENOTCONN),
         }));
