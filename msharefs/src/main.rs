@@ -1,31 +1,6 @@
-//! `msharefs`: the FUSE server. See `msharefs --help` and
-//! `Documentation/msharefs.md`.
-//!
-//! Reads top-down: this file (command line, mount) → [`fs`] (FUSE dispatch)
-//! → [`namespace`] (names, inodes) → [`region`] (a region's rules and
-//! memory, placed by [`placement`]) → [`backing`] and [`sys`] (the few raw
-//! system calls). [`broker`] hands backing descriptors to libmshare.
-//! `unsafe` is denied here and allowed only in `sys`, `daemon` and
-//! `hugetlb_io`, each with a `# Safety` header.
+//! `msharefs`: the FUSE server's command line. See `msharefs --help` and
+//! `Documentation/msharefs.md`; the server itself is the `msharefs` library.
 #![deny(unsafe_code)]
-
-mod backing;
-mod broker;
-mod daemon;
-mod fail;
-mod fs;
-mod hugepool;
-mod hugetlb_io;
-mod limits;
-mod namespace;
-mod notify;
-mod options;
-mod passthrough;
-mod placement;
-mod region;
-mod state;
-mod sys;
-mod uring;
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
@@ -36,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Parser;
 use fuser::{Config, MountOption, Session, SessionACL};
 use log::{error, info, warn};
+use msharefs::{backing, daemon, fs, hugepool, limits, notify, options, state, sys, uring};
 
-use crate::options::{MountFlag, Options, Uring};
+use msharefs::options::{MountFlag, Options, Uring};
 
 const EPILOGUE: &str = "\
 Regions outlive the server: they are kept in the state directory (see

@@ -22,6 +22,7 @@ pub struct Object {
 }
 
 impl Object {
+    /// The first address past the object.
     pub fn end(&self) -> u64 {
         self.addr + self.size
     }

@@ -13,7 +13,7 @@
 //! The requests themselves are decoded and answered by the file system
 //! through [`Serve`].
 
-pub mod abi;
+pub(crate) mod abi;
 mod queue;
 
 use std::io;

@@ -1,0 +1,32 @@
+//! The msharefs server: a FUSE file system of shared memory regions with
+//! the kernel msharefs ioctl ABI. The binary (`main.rs`) parses the command
+//! line and mounts; everything else is here.
+//!
+//! Reads top-down: [`fs`] (FUSE dispatch) → [`namespace`] (names, inodes)
+//! → [`region`] (a region's rules and memory, placed by [`placement`]) →
+//! [`backing`] and [`sys`] (the few raw system calls). [`broker`] hands
+//! backing descriptors to libmshare; [`state`] keeps regions so that they
+//! outlive the server. `unsafe` is denied here and allowed only in `sys`,
+//! `daemon` and `hugetlb_io`, each with a `# Safety` header.
+#![deny(unsafe_code)]
+// The docs are for the people who build the server, and link its private
+// modules: `cargo doc --document-private-items` renders them all.
+#![allow(rustdoc::private_intra_doc_links)]
+
+pub mod backing;
+pub mod broker;
+pub mod daemon;
+pub mod fail;
+pub mod fs;
+pub mod hugepool;
+pub mod hugetlb_io;
+pub mod limits;
+pub mod namespace;
+pub mod notify;
+pub mod options;
+pub mod passthrough;
+pub mod placement;
+pub mod region;
+pub mod state;
+pub mod sys;
+pub mod uring;
