@@ -7,7 +7,7 @@ use nix::errno::Errno;
 use crate::error::{errno_of, Error, Result};
 use crate::region::{CreateOptions, Region};
 use crate::xattr;
-use mshare_uapi::{Backing, FS_SUBTYPE, INFO_FILE_NAME};
+use mshare_uapi::{mountinfo, Backing, INFO_FILE_NAME};
 
 /// Environment variable naming the mount to use.
 pub const MSHARE_DIR_ENV: &str = "MSHARE_DIR";
@@ -26,35 +26,9 @@ pub struct Mount {
 
 /// The first `fuse.msharefs` mount point in /proc/self/mountinfo.
 fn from_mountinfo() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let fstype = format!("fuse.{FS_SUBTYPE}");
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split(' ').next()? != fstype {
-            return None;
-        }
-        // Field 5 is the mount point, with spaces etc. as octal escapes.
-        Some(PathBuf::from(unescape(left.split(' ').nth(4)?)))
-    })
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            let digits = std::str::from_utf8(&b[i + 1..i + 4]).ok();
-            if let Some(v) = digits.and_then(|d| u8::from_str_radix(d, 8).ok()) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let info = std::fs::read_to_string(mountinfo::PATH).ok()?;
+    let found = mountinfo::parse(&info).find(|m| m.is_msharefs());
+    found.map(|m| m.point)
 }
 
 /// The path of region `name` in the mount at `dir`: a relative name that
@@ -222,13 +196,6 @@ impl Mount {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("/run/my\\040mshare"), "/run/my mshare");
-        assert_eq!(unescape("/plain"), "/plain");
-        assert_eq!(unescape("/end\\04"), "/end\\04");
-    }
 
     #[test]
     fn names_stay_inside_the_mount() {

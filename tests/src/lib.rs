@@ -21,7 +21,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 pub use libmshare::ioctl;
-pub use mshare_uapi::{MshareCreate, MshareInfo, MshareUnmap};
+pub use mshare_uapi::{mountinfo, MshareCreate, MshareInfo, MshareUnmap};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -56,20 +56,20 @@ pub fn msharefs_bin() -> PathBuf {
     bin_dir().join("msharefs")
 }
 
-/// Whether `dir` is a mount point (per /proc/self/mountinfo).
-pub fn is_mounted(dir: &Path) -> bool {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let dir = dir.to_string_lossy();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(&*dir))
+/// Every mount in this namespace (per /proc/self/mountinfo).
+pub fn mounts() -> Vec<mountinfo::MountEntry> {
+    let info = fs::read_to_string(mountinfo::PATH).unwrap_or_default();
+    mountinfo::parse(&info).collect()
 }
 
-/// The mountinfo line of `dir`.
-pub fn mountinfo_line(dir: &Path) -> Option<String> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let d = dir.to_string_lossy();
-    info.lines()
-        .find(|l| l.split(' ').nth(4) == Some(&*d))
-        .map(str::to_string)
+/// Whether `dir` is a mount point (per /proc/self/mountinfo).
+pub fn is_mounted(dir: &Path) -> bool {
+    mounts().iter().any(|m| m.point == dir)
+}
+
+/// The topmost mount on `dir`.
+pub fn mount_on(dir: &Path) -> Option<mountinfo::MountEntry> {
+    mountinfo::topmost(mounts().into_iter(), dir)
 }
 
 /// Waits up to 10 s for `cond`.

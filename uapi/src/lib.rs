@@ -16,6 +16,7 @@
 //!   server manages ([`POOL_XATTR`], [`PoolStatus`], [`RESERVE_XATTR`]) and
 //!   where a region's memory lives ([`MEMORY_XATTR`], [`MemoryId`]).
 //! - The C library's option struct [`MshareOptions`] and flags.
+//! - [`mountinfo`]: the kernel's list of mounts, parsed and unescaped.
 //!
 //! Layouts are asserted at compile time; the wire conversion is `zerocopy`'s.
 //! This crate does no I/O.
@@ -35,6 +36,7 @@
 mod admin;
 mod backing;
 mod ioctl;
+pub mod mountinfo;
 mod size;
 mod structs;
 mod token;

@@ -15,14 +15,10 @@ fn options(backing: Option<Backing>) -> CreateOptions {
 
 /// Mount points of every `fuse.msharefs` mount in this mount namespace.
 fn msharefs_mounts() -> Vec<std::path::PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .filter(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|r| r.starts_with("fuse.msharefs "))
-        })
-        .map(|l| std::path::PathBuf::from(l.split(' ').nth(4).unwrap()))
+    mounts()
+        .into_iter()
+        .filter(|m| m.is_msharefs())
+        .map(|m| m.point)
         .collect()
 }
 

@@ -11,11 +11,12 @@ use crate::common::*;
 #[test]
 fn mountinfo_shows_fuse_msharefs_with_permissions_for_everyone() {
     let m = Server::mount("");
-    let line = mountinfo_line(&m.dir).unwrap();
-    assert!(line.contains(" - fuse.msharefs msharefs-test "), "{line}");
+    let mount = mount_on(&m.dir).unwrap();
+    assert!(mount.is_msharefs(), "{mount:?}");
+    assert_eq!(mount.source, "msharefs-test");
     assert!(
-        line.contains("allow_other") && line.contains("default_permissions"),
-        "{line}"
+        mount.has_option("allow_other") && mount.has_option("default_permissions"),
+        "{mount:?}"
     );
 }
 
@@ -117,12 +118,15 @@ fn mount_via_mount_fuse3_works_like_fstab() {
         .args(["-t", "fuse", "-o", "align=2M,nosuid,defaults"])
         .arg(format!("{}#msharefs", msharefs_bin().display()))
         .arg(dir));
-    let line = mountinfo_line(dir);
+    let mount = mount_on(dir);
     let text = std::fs::read_to_string(dir.join("mshare_info"));
     run(Command::new("umount").arg(dir));
-    let line = line.expect("mounted");
-    assert!(line.contains(" - fuse.msharefs msharefs "), "{line}");
-    assert!(line.contains("nosuid"), "{line}");
+    let mount = mount.expect("mounted");
+    assert!(
+        mount.is_msharefs() && mount.source == "msharefs",
+        "{mount:?}"
+    );
+    assert!(mount.has_option("nosuid"), "{mount:?}");
     assert_eq!(text.unwrap(), "2097152\n");
     wait_until("the mount to go", || !is_mounted(dir));
 }
