@@ -6,12 +6,13 @@ use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use clap::Parser;
 use fuser::{Config, MountOption, Session, SessionACL};
 use log::{error, info, warn};
-use msharefs::{backing, daemon, fs, hugepool, limits, notify, options, state, sys, uring};
+use msharefs::mount::{self, OurMount};
+use msharefs::{backing, daemon, fs, hugepool, limits, notify, options, state, stop, sys, uring};
 
 use msharefs::options::{MountFlag, Options, Uring};
 
@@ -158,7 +159,7 @@ fn absolute(p: &Path) -> std::io::Result<PathBuf> {
 /// Detaches the dead msharefs mount on `dir` that a killed server left.
 fn detach_dead(dir: &Path) -> Result<(), String> {
     let shown = dir.display();
-    if !msharefs_on(dir) {
+    if !mount::msharefs_on(dir) {
         return Err(format!(
             "{shown}: not connected (a dead mount that is not msharefs's: unmount it first)"
         ));
@@ -196,11 +197,7 @@ fn open_state(
 }
 
 fn fuser_config(opts: &Options, source: Option<&OsString>, threads: usize) -> Config {
-    let fsname = opts
-        .fsname
-        .clone()
-        .or_else(|| source.map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "msharefs".to_string());
+    let fsname = mount::source_name(opts, source.map(OsString::as_os_str));
     let mut mount_options = vec![
         MountOption::FSName(fsname),
         MountOption::CUSTOM(format!("subtype={}", mshare_uapi::FS_SUBTYPE)),
@@ -296,19 +293,45 @@ fn hugetlb_max_pages(opts: &Options) -> u64 {
     opts.hugetlb_max.bytes(mem_total) / mshare_uapi::HUGE_PAGE_SIZE
 }
 
-/// Set when a stop signal makes the server unmount (and keep the regions).
-static STOPPING: AtomicBool = AtomicBool::new(false);
+/// How the mount on a directory was made.
+enum Mounted {
+    /// By the server itself (see [`mount`]).
+    Ours(OurMount),
+    /// By fuser, through `fusermount3`, for a server that may not mount.
+    Fuser(Option<OurMount>),
+}
 
-/// Whether the topmost mount on `dir` is an msharefs mount (live, or dead
-/// after its server was killed or its connection aborted).
-fn msharefs_on(dir: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let fstype = info.lines().rev().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        let point = left.split(' ').nth(4)?;
-        (Path::new(point) == dir).then(|| right.split(' ').next())?
-    });
-    fstype == Some("fuse.msharefs")
+/// Mounts on `dir` and starts the session on the new connection: with the
+/// server's own mount where it may mount, else with fuser's.
+fn serve_on(
+    dir: &Path,
+    fs: Arc<fs::MshareFs>,
+    opts: &Options,
+    source: Option<&OsString>,
+    config: &Config,
+) -> std::io::Result<(Session<fs::Mounted>, Option<Mounted>)> {
+    let name = mount::source_name(opts, source.map(OsString::as_os_str));
+    match mount::mount(dir, opts, &name) {
+        Ok(dev) => {
+            let ours = OurMount::find(dir).ok_or_else(|| {
+                std::io::Error::other("the new mount is not in /proc/self/mountinfo")
+            });
+            let session = ours.and_then(|ours| {
+                Session::from_fd(fs::Mounted(fs), dev, config.acl, config.clone())
+                    .map(|s| (s, Some(Mounted::Ours(ours))))
+            });
+            if session.is_err() {
+                let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+            }
+            session
+        }
+        Err(nix::errno::Errno::EPERM) => {
+            info!("this process may not mount: mounting through fusermount3");
+            let session = Session::new(fs::Mounted(fs), dir, config)?;
+            Ok((session, Some(Mounted::Fuser(OurMount::find(dir)))))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Makes sure the kernel offers FUSE over io_uring to the coming mount:
@@ -494,12 +517,13 @@ fn main() -> ExitCode {
         broker.remove_socket();
         return ExitCode::from(1);
     }
-    let session = match target {
-        Target::Dir(dir) => Session::new(fs::Mounted(fs.clone()), dir, &config),
-        Target::Fd(fd) => Session::from_fd(fs::Mounted(fs.clone()), fd, config.acl, config.clone()),
+    let mounted = match target {
+        Target::Dir(dir) => serve_on(&dir, fs.clone(), &opts, source, &config),
+        Target::Fd(fd) => Session::from_fd(fs::Mounted(fs.clone()), fd, config.acl, config.clone())
+            .map(|s| (s, None)),
         Target::Dead(_) => unreachable!("detached above"),
     };
-    let mut session = match session {
+    let (mut session, ours) = match mounted {
         Ok(s) => s,
         Err(e) => {
             eprintln!("msharefs: cannot mount on {}: {e}", mountpoint.display());
@@ -529,31 +553,21 @@ fn main() -> ExitCode {
         hugetlb_max
     );
 
-    let mut unmounter = session.unmount_callable();
-    let target = absolute(&mountpoint).unwrap_or(mountpoint.clone());
-    let exiting = broker.clone();
-    let kept = state.as_ref().map(|s| s.path().to_path_buf());
+    let unmounter = match ours {
+        Some(Mounted::Ours(m)) => stop::Unmounter::Ours(m),
+        Some(Mounted::Fuser(m)) => stop::Unmounter::Fuser(session.unmount_callable(), m),
+        None => stop::Unmounter::Helper,
+    };
+    let stop = std::sync::Arc::new(stop::Stop::new(stop::Leftovers {
+        state,
+        pool,
+        broker,
+        unmounter,
+    }));
+    let on_signal = stop.clone();
     std::thread::spawn(move || {
-        if let Ok(sig) = daemon::wait_for_stop() {
-            STOPPING.store(true, Ordering::SeqCst);
-            notify::notify("STOPPING=1");
-            info!("{sig}: unmounting {}", target.display());
-            if let Some(dir) = &kept {
-                info!(
-                    "the regions stay in {}: a server started on {} adopts them; umount frees them",
-                    dir.display(),
-                    target.display()
-                );
-            }
-            if let Err(e) = unmounter.unmount() {
-                info!("unmount: {e}; detaching the busy mount lazily");
-                if let Err(e) = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH) {
-                    error!("cannot unmount {}: {e}", target.display());
-                }
-            }
-            exiting.remove_socket();
-            uring::restore_kernel_switch();
-            std::process::exit(0);
+        while let Ok(sig) = daemon::wait_for_stop() {
+            on_signal.on_signal(sig);
         }
     });
 
@@ -568,32 +582,14 @@ fn main() -> ExitCode {
     // Consumes the session: the file system and the memory it holds are
     // gone when it returns.
     let ended = session.run();
-    uring::restore_kernel_switch();
     // The io_uring queues hold the file system weakly: this frees it.
     drop(fs);
-    broker.remove_socket();
+    if let Err(e) = &ended {
+        error!("session ended: {e}");
+    }
+    stop.on_session_end();
     match ended {
-        Ok(()) => {
-            // Unmounted by someone (umount, fusermount3 -u): free the
-            // regions. A stop signal or a connection aborted while the mount
-            // stays keeps them.
-            let dir = absolute(&mountpoint).unwrap_or(mountpoint.clone());
-            let unmounted = !STOPPING.load(Ordering::SeqCst) && !msharefs_on(&dir);
-            if unmounted || state.is_none() {
-                // Pages still mapped by clients go with their last mapping.
-                pool.give_back_all();
-            }
-            match state {
-                Some(s) if unmounted => s.discard(),
-                Some(s) => info!("the regions stay in {}", s.path().display()),
-                None => {}
-            }
-            info!("unmounted; exiting");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            error!("session ended: {e}");
-            ExitCode::from(1)
-        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
     }
 }
