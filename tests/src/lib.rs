@@ -35,8 +35,39 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Directory of the workspace's built binaries (next to `deps/`).
+/// The files of the build that the tests run, from [`bin_dir`].
+pub const BUILT: [&str; 4] = ["msharefs", "msharectl", "liblibmshare.so", "liblibmshare.a"];
+
+/// Where the tests copy [`BUILT`] when the build directory is out of other
+/// users' reach (`.<hash of the build directory>` follows);
+/// `tools/test.sh` removes it when the suite ends.
+pub const SHARED_BIN_PREFIX: &str = "/tmp/msharefs-tests-bin";
+
+/// Directory of the workspace's built binaries, where every user can run
+/// them: the build directory (next to `deps/`) when every directory above
+/// it lets others through, else a copy of [`BUILT`] (a checkout in a
+/// directory made by `mktemp -d`, 0700, is out of reach of the uids the
+/// tests switch to).
 pub fn bin_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let built = build_dir();
+        if reachable_by_others(&built) {
+            return built;
+        }
+        let to = copy_for_others(&built);
+        eprintln!(
+            "tests: {} is out of other users' reach (a directory above it does not let them \
+             through): the tests run its programs from {}",
+            built.display(),
+            to.display()
+        );
+        to
+    })
+    .clone()
+}
+
+fn build_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe
         .parent()
@@ -49,6 +80,52 @@ pub fn bin_dir() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// Whether others may search `dir` and every directory above it.
+fn reachable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors()
+        .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// Copies [`BUILT`] to a directory everyone can read (each file through a
+/// temporary name, so that a test process running them meanwhile never
+/// sees half a file).
+fn copy_for_others(built: &Path) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::DirBuilderExt;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    built.hash(&mut h);
+    let to = PathBuf::from(format!("{SHARED_BIN_PREFIX}.{:016x}", h.finish()));
+    match fs::DirBuilder::new().mode(0o755).create(&to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => panic!("{}: {e}", to.display()),
+    }
+    for name in BUILT {
+        let tmp = to.join(format!(".{name}.{}", std::process::id()));
+        fs::copy(built.join(name), &tmp).unwrap_or_else(|e| panic!("copy {name}: {e}"));
+        fs::rename(&tmp, to.join(name)).unwrap();
+    }
+    to
+}
+
+/// The environment variable that picks the request transport of the
+/// servers the tests start: `io_uring` (the default: the server's own
+/// choice, FUSE over io_uring where the kernel offers it) or `dev_fuse`
+/// (`-o io_uring=off`, what kernels before 6.14 have). A test that names
+/// `io_uring=` itself keeps its choice. `tools/test.sh` runs the
+/// integration tests once with each.
+pub const TRANSPORT_ENV: &str = "MSHAREFS_TEST_TRANSPORT";
+
+/// The mount option that [`TRANSPORT_ENV`] asks for, if any.
+pub fn transport_option() -> Option<&'static str> {
+    match std::env::var(TRANSPORT_ENV).as_deref() {
+        Err(_) | Ok("") | Ok("io_uring") => None,
+        Ok("dev_fuse") => Some("io_uring=off"),
+        Ok(other) => panic!("{TRANSPORT_ENV}={other}: must be io_uring or dev_fuse"),
+    }
 }
 
 /// Path of the built `msharefs` binary.
@@ -111,12 +188,44 @@ struct Launch {
     env: Vec<(String, std::ffi::OsString)>,
     /// A command that execs the server (given as its last argument).
     wrapper: Vec<String>,
+    /// The mount point's name in the test's directory (default `mnt`).
+    name: Option<String>,
+    /// Keep the regions in the server's default state directory (under
+    /// `/run/msharefs/state`), not in the test's directory.
+    default_state: bool,
 }
 
 impl Server {
     /// Mounts with `-o opts` (may be empty).
     pub fn mount(opts: &str) -> Server {
         Self::with_args(&["-o", &format!("fsname=msharefs-test,{opts}")])
+    }
+
+    /// Mounts with `-o opts` on a mount point named `name` (which may hold
+    /// any character a file name can, spaces and backslashes included).
+    pub fn mount_named(name: &str, opts: &str) -> Server {
+        let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
+        Self::start(
+            &args,
+            Launch {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Mounts with `-o opts`, the regions kept where a server keeps them
+    /// by default (`/run/msharefs/state/<mount point, escaped>`), which
+    /// `msharectl kept` looks at. The guard frees them.
+    pub fn mount_default_state(opts: &str) -> Server {
+        let args = ["-o", &format!("fsname=msharefs-test,{opts}")];
+        Self::start(
+            &args,
+            Launch {
+                default_state: true,
+                ..Default::default()
+            },
+        )
     }
 
     /// Mounts with these extra arguments before the mount point.
@@ -201,13 +310,15 @@ impl Server {
             nofile,
             env,
             wrapper,
+            name,
+            default_state,
         } = launch;
         let serial = serial();
         let tmp = tempfile::Builder::new()
             .prefix("msharefs-test")
             .tempdir()
             .expect("tempdir");
-        let dir = tmp.path().join("mnt");
+        let dir = tmp.path().join(name.as_deref().unwrap_or("mnt"));
         fs::create_dir(&dir).unwrap();
         let log = tmp.path().join("server.log");
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -218,11 +329,22 @@ impl Server {
             .flat_map(|a| a.split(','))
             .find_map(|o| o.strip_prefix("state_dir="))
             .map(PathBuf::from);
-        let state = named.clone().unwrap_or(tmp.path().join("state"));
+        let state = match (&named, default_state) {
+            (Some(n), _) => n.clone(),
+            (None, true) => msharefs::state::default_path(&dir),
+            (None, false) => tmp.path().join("state"),
+        };
+        let chose = args
+            .iter()
+            .flat_map(|a| a.split(','))
+            .any(|o| o.starts_with("io_uring="));
+        if let Some(o) = transport_option().filter(|_| !chose) {
+            args.extend(["-o".into(), o.into()]);
+        }
         let mut keep_fd = None;
         let target = match premount {
             None => {
-                if named.is_none() {
+                if named.is_none() && !default_state {
                     args.extend(["-o".into(), format!("state_dir={}", state.display())]);
                 }
                 dir.to_string_lossy().into_owned()

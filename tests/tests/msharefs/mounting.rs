@@ -59,6 +59,7 @@ fn background_mode_returns_once_mounted_and_serves() {
     let _guard = UnmountOnDrop(dir.to_path_buf());
     run(Command::new(msharefs_bin())
         .args(["-o", "align=2M"])
+        .args(transport_option().map(|o| ["-o", o]).into_iter().flatten())
         .arg(dir));
     // No waiting: the mount is ready when the command returns.
     assert!(is_mounted(dir), "mounted when msharefs returned");

@@ -244,10 +244,6 @@ fn kill9_loses_nothing(kind: Backing) {
         serving.as_secs_f64() * 1e3,
         first_attach.as_secs_f64() * 1e3
     );
-    assert!(
-        first_attach < Duration::from_secs(1),
-        "a new attach within 1 s of the new server's start, took {first_attach:?}"
-    );
 }
 
 #[test]

@@ -211,7 +211,7 @@ fn the_default_turns_the_kernel_switch_on_and_back_off() {
     };
     let _guard = SwitchGuard(was.trim().to_string());
     std::fs::write(PARAM, "N").unwrap();
-    let mut m = Server::mount("");
+    let mut m = Server::mount("io_uring=auto");
     assert_eq!(std::fs::read_to_string(PARAM).unwrap().trim(), "Y");
     assert!(queues_serving(&m) > 0, "served over io_uring");
     let _fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
@@ -225,7 +225,7 @@ fn the_default_turns_the_kernel_switch_on_and_back_off() {
     drop(m);
     // Already on: a server leaves it on.
     std::fs::write(PARAM, "Y").unwrap();
-    let mut m = Server::mount("");
+    let mut m = Server::mount("io_uring=auto");
     assert!(m.stop().success());
     assert_eq!(std::fs::read_to_string(PARAM).unwrap().trim(), "Y");
     drop(m);
