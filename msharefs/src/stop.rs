@@ -178,6 +178,7 @@ fn finish(l: Leftovers, fate: Fate) {
     match (l.state, fate) {
         (Some(s), Fate::Free) => s.discard(),
         (Some(s), Fate::Keep) => {
+            s.mark_kept();
             let path = l.unmounter.mount().map(|m| m.dir.display().to_string());
             info!(
                 "the regions stay in {}: a server started on {} adopts them; umount frees them",

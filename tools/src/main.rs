@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 mod bench;
+mod kept;
 mod ksm;
 mod mappers;
 mod names;
@@ -151,6 +152,24 @@ enum Command {
     },
     /// One line: the memory msharefs regions and KSM save together.
     Stat,
+    /// List the regions that stopped servers kept with no server now
+    /// (stopped by a signal or killed: a server started on the same mount
+    /// point adopts them): the mount point, regions, memory held and
+    /// since when. Needs no mount.
+    Kept {
+        /// Free them (root): their memory (what processes still map stays
+        /// theirs until they unmap it) and the hugetlb pages their server
+        /// added. Refused while a server holds them.
+        #[arg(long, requires = "which")]
+        free: bool,
+        /// With --free: every one listed.
+        #[arg(long, requires = "free", conflicts_with = "paths", group = "which")]
+        all: bool,
+        /// With --free: the mount points (or state directories) whose
+        /// kept regions to free.
+        #[arg(value_name = "MOUNTPOINT", requires = "free", group = "which")]
+        paths: Vec<PathBuf>,
+    },
     /// Compare attach time, page tables and the control plane with POSIX
     /// shm, SysV hugetlb and a hugetlb memfd, side by side (root: starts a
     /// private msharefs, not the -d mount, and sizes the hugetlb pool, then
@@ -211,6 +230,9 @@ enum Error {
     /// The hugetlb pool could not be read or grown.
     #[error(transparent)]
     Pool(#[from] pool::PoolError),
+    /// Kept regions could not be freed.
+    #[error("kept: {0}")]
+    Kept(#[from] kept::KeptError),
     /// A KSM operation failed.
     #[error("ksm: {0}")]
     Ksm(#[from] ksm::KsmError),
@@ -363,7 +385,12 @@ fn stat(mount: &Mount) -> Result<stat::Stat, Error> {
     let mut all = all_regions(mount)?;
     let uninspected = regions::add_usage(&mut all);
     let ksm_saved = ksm::read().ok().map(|k| k.saved());
-    Ok(stat::Stat::of(&all, ksm_saved, uninspected))
+    let kept = kept::orphans();
+    let kept = (
+        kept.iter().map(|k| k.regions).sum(),
+        kept.iter().map(|k| k.bytes).sum(),
+    );
+    Ok(stat::Stat::of(&all, ksm_saved, uninspected, kept))
 }
 
 /// The mount and its alignment.
@@ -394,6 +421,32 @@ fn ksm_command(action: Option<KsmAction>, json: bool, out: &mut impl Write) -> R
     Ok(())
 }
 
+fn kept_command(
+    free: bool,
+    all: bool,
+    paths: &[PathBuf],
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Error> {
+    if !free {
+        return emit(out, json, &kept::orphans(), |k| kept::table(k));
+    }
+    let freed = kept::free(paths, all)?;
+    emit(out, json, &freed, |freed| {
+        freed
+            .iter()
+            .map(|k| {
+                format!(
+                    "freed {} regions ({}) kept in {}\n",
+                    k.regions,
+                    indicatif::BinaryBytes(k.bytes),
+                    k.state_dir.display()
+                )
+            })
+            .collect()
+    })
+}
+
 fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
     let json = cli.json;
     match cli.command {
@@ -407,6 +460,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
             return emit(out, json, &report, |r| r.table());
         }
         Command::Ksm { action } => return ksm_command(action, json, out),
+        Command::Kept { free, all, paths } => return kept_command(free, all, &paths, json, out),
         _ => {}
     }
     let mount = Mount::find(cli.dir.as_deref())?;
@@ -414,7 +468,8 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
         Command::GenerateMan { .. }
         | Command::GenerateCompletions { .. }
         | Command::Bench(_)
-        | Command::Ksm { .. } => unreachable!("handled above"),
+        | Command::Ksm { .. }
+        | Command::Kept { .. } => unreachable!("handled above"),
         Command::Info => {
             let info = Info {
                 mount: mount.dir().to_path_buf(),

@@ -33,6 +33,8 @@ pub struct Pool {
     pub max: u64,
     /// Pages the server added and will give back.
     pub ours: u64,
+    /// Pages that regions kept with no server hold (`msharectl kept`).
+    pub kept: u64,
 }
 
 /// Why the pool cannot be read or reserved.
@@ -86,6 +88,7 @@ pub fn read(mount: &Path) -> Result<Pool, PoolError> {
         policy: status.policy,
         max: status.max_pages,
         ours: status.ours,
+        kept: crate::kept::orphans().iter().map(|k| k.huge_pages).sum(),
     })
 }
 
@@ -148,7 +151,7 @@ impl Pool {
     /// Tab-separated `key value` lines.
     pub fn table(&self) -> String {
         format!(
-            "page_size\t{}\ntotal\t{}\nfree\t{}\nreserved\t{}\nsurplus\t{}\npolicy\t{}\nmax\t{}\nours\t{}\n",
+            "page_size\t{}\ntotal\t{}\nfree\t{}\nreserved\t{}\nsurplus\t{}\npolicy\t{}\nmax\t{}\nours\t{}\nkept\t{}\n",
             self.page_size,
             self.total,
             self.free,
@@ -156,7 +159,8 @@ impl Pool {
             self.surplus,
             self.policy,
             self.max,
-            self.ours
+            self.ours,
+            self.kept
         )
     }
 }
@@ -175,6 +179,7 @@ mod tests {
             policy,
             max,
             ours: 0,
+            kept: 0,
         }
     }
 

@@ -26,12 +26,23 @@ pub struct Stat {
     pub saved: u64,
     /// Processes that could not be inspected.
     pub uninspected: usize,
+    /// Regions that stopped servers kept with no server now (`msharectl
+    /// kept`), in every state directory.
+    pub kept_regions: usize,
+    /// Memory those regions hold.
+    pub kept_bytes: u64,
 }
 
 impl Stat {
-    /// The figures of `regions` (with their usage), KSM's saving, and how
-    /// many processes could not be inspected.
-    pub fn of(regions: &[RegionReport], ksm_saved: Option<u64>, uninspected: usize) -> Stat {
+    /// The figures of `regions` (with their usage), KSM's saving, how
+    /// many processes could not be inspected, and the regions and bytes
+    /// kept with no server.
+    pub fn of(
+        regions: &[RegionReport],
+        ksm_saved: Option<u64>,
+        uninspected: usize,
+        kept: (usize, u64),
+    ) -> Stat {
         let usages = regions.iter().filter_map(|r| r.usage.as_ref());
         let mut pids: Vec<u32> = usages
             .clone()
@@ -52,6 +63,8 @@ impl Stat {
             ksm_saved,
             saved: page_tables_saved + ksm_saved.unwrap_or(0),
             uninspected,
+            kept_regions: kept.0,
+            kept_bytes: kept.1,
         }
     }
 
@@ -60,9 +73,16 @@ impl Stat {
         let ksm = self
             .ksm_saved
             .map_or("not available".into(), |b| BinaryBytes(b).to_string());
+        let kept = match self.kept_regions {
+            0 => String::new(),
+            n => format!(
+                "; {n} regions kept with no server hold {} (msharectl kept)",
+                BinaryBytes(self.kept_bytes)
+            ),
+        };
         format!(
             "{} regions, {} allocated, mapped by {} processes; page tables {} instead of {} \
-             (saved {}); KSM saved {ksm}; saved in all {}\n",
+             (saved {}); KSM saved {ksm}; saved in all {}{kept}\n",
             self.regions,
             BinaryBytes(self.allocated),
             self.mappers,
@@ -80,15 +100,25 @@ mod tests {
 
     #[test]
     fn no_regions_save_nothing_but_ksm() {
-        let s = Stat::of(&[], Some(4096), 0);
+        let s = Stat::of(&[], Some(4096), 0, (0, 0));
         assert_eq!((s.regions, s.mappers, s.saved), (0, 0, 4096));
         assert_eq!(
             s.line(),
             "0 regions, 0 B allocated, mapped by 0 processes; page tables 0 B instead of 0 B \
              (saved 0 B); KSM saved 4.00 KiB; saved in all 4.00 KiB\n"
         );
-        assert!(Stat::of(&[], None, 0)
+        assert!(Stat::of(&[], None, 0, (0, 0))
             .line()
             .contains("KSM saved not available"));
+    }
+
+    #[test]
+    fn kept_regions_with_no_server_are_counted() {
+        let line = Stat::of(&[], None, 0, (3, 3 << 30)).line();
+        assert!(
+            line.trim_end()
+                .ends_with("; 3 regions kept with no server hold 3.00 GiB (msharectl kept)"),
+            "{line}"
+        );
     }
 }

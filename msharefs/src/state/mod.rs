@@ -19,6 +19,7 @@
 //! ([`StateDir::discard`]) frees everything; `-o fresh` starts empty.
 
 pub mod journal;
+pub mod kept;
 pub mod record;
 
 use std::collections::HashSet;
@@ -95,7 +96,7 @@ pub fn escape_path(p: &Path) -> String {
 pub struct StateDir {
     path: PathBuf,
     /// The held `flock` on `lock`.
-    _lock: Flock<File>,
+    lock: Flock<File>,
     /// The instance directory of every kind that is kept.
     kinds: Vec<(Backing, OwnedFd)>,
 }
@@ -125,7 +126,7 @@ impl StateDir {
         }
         let state = StateDir {
             path: path.to_path_buf(),
-            _lock: lock,
+            lock,
             kinds,
         };
         if fresh {
@@ -154,6 +155,14 @@ impl StateDir {
     /// The state directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Notes the time the regions were kept with no server (the lock's
+    /// modification time, which `msharectl kept` shows).
+    pub fn mark_kept(&self) {
+        if let Err(e) = self.lock.set_modified(std::time::SystemTime::now()) {
+            warn!("{}/lock: {e}", self.path.display());
+        }
     }
 
     /// A journal in this directory starting from `snap`.

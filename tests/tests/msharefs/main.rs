@@ -16,4 +16,5 @@ mod restart;
 mod scale;
 mod security;
 mod service;
+mod stopping;
 mod transport;
