@@ -384,9 +384,24 @@ impl Server {
 
     /// Waits up to 10 s for `ready(mount point)`, failing with the log if
     /// the server exits first.
+    /// Waits until `ready` holds of the mount point and the server has
+    /// started its request threads (so that its descriptors are all open
+    /// and a test can take them as a baseline: fuser clones a `/dev/fuse`
+    /// descriptor per thread, all before it starts the first, which can be
+    /// well after the mount is up on a busy machine).
     fn wait_for(&mut self, what: &str, ready: impl Fn(&Path) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !ready(&self.dir) {
+        let pid = self.child.as_ref().unwrap().id();
+        let serving = || {
+            fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|t| {
+                    fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("fuser-"))
+                })
+        };
+        while !ready(&self.dir) || !serving() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "msharefs exited with {status} before the {what}:\n{}",
@@ -524,6 +539,17 @@ impl Server {
     /// The io_uring rings the server holds, one per queue thread.
     pub fn ring_fds(&self) -> usize {
         self.fds().filter(|t| t == "anon_inode:[io_uring]").count()
+    }
+
+    /// What the server's descriptors point at, but for its io_uring
+    /// rings, sorted (to show what a leak is).
+    pub fn fd_targets(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .fds()
+            .filter(|t| t != "anon_inode:[io_uring]")
+            .collect();
+        t.sort();
+        t
     }
 
     /// What the server's descriptors point at.
