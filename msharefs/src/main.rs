@@ -21,7 +21,8 @@ Regions outlive the server: they are kept in the state directory (see
 state_dir), and a server started on the same mount point adopts them, after a
 crash too (a dead mount left on MOUNTPOINT is detached first). SIGTERM, SIGINT
 and SIGHUP unmount and keep the regions for the next server; `umount
-MOUNTPOINT` frees every region; -o fresh starts empty. Under systemd
+MOUNTPOINT` frees every region, also when a signal follows it; -o fresh
+starts empty; `msharectl kept` lists and frees regions kept with no server. Under systemd
 (Type=notify) the server says READY=1 once the mount is up.
 
 MOUNTPOINT may be /dev/fd/N: a /dev/fuse descriptor that a privileged helper

@@ -83,8 +83,8 @@ pub fn orphans() -> Vec<KeptReport> {
 /// of mount point `arg`.
 fn state_dir_of(arg: &Path) -> PathBuf {
     const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-    let in_fuse = nix::sys::statfs::statfs(arg)
-        .is_ok_and(|s| s.filesystem_type().0 == FUSE_SUPER_MAGIC);
+    let in_fuse =
+        nix::sys::statfs::statfs(arg).is_ok_and(|s| s.filesystem_type().0 == FUSE_SUPER_MAGIC);
     if !in_fuse && arg.join("lock").is_file() {
         return arg.to_path_buf();
     }
