@@ -437,7 +437,12 @@ int main(void) {
             &msharectl().args(["ksm", "--json"]).output().unwrap(),
         ))
         .unwrap();
-        if let Some(p) = ksm_process(&k, pid).filter(|p| p["merging_pages"].as_u64() >= Some(4096))
+        // The process's merging_pages and the global pages_sharing are
+        // read from different counters that ksmd updates at different
+        // times: wait until one snapshot shows both.
+        let sharing = k["pages_sharing"].as_u64() >= Some(4096);
+        if let Some(p) =
+            ksm_process(&k, pid).filter(|p| sharing && p["merging_pages"].as_u64() >= Some(4096))
         {
             break (k, p);
         }
