@@ -78,6 +78,16 @@ struct mshare_setup {
 #define MSHARE_SETUP_OBJECT	1
 #define MSHAREFS_SETUP		_IOWR('x', 33, struct mshare_setup)
 
+/*
+ * msharefs extension: the caller has unmapped a region of MSHARE_ANON_DIR; the
+ * server looks for processes that still map it and removes it when none does.
+ */
+#define MSHAREFS_UNMAPPED	_IO('x', 34)
+
+/* Directories of the root: anonymous shared memory and POSIX shm objects. */
+#define MSHARE_ANON_DIR		"anon"
+#define MSHARE_SHM_DIR		"shm"
+
 /* Extended attribute naming a region's backing: "thp", "shmem", "hugetlb". */
 #define MSHARE_BACKING_XATTR	"user.mshare.backing"
 /* Extended attribute of a region: "MAJ:MIN INO" of its memory, as /proc/PID/maps writes them. */

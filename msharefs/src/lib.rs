@@ -31,4 +31,5 @@ pub mod region;
 pub mod state;
 pub mod stop;
 pub mod sys;
+pub mod transient;
 pub mod uring;

@@ -513,6 +513,9 @@ fn main() -> ExitCode {
     let broker = fs.broker();
     let notifier = fs.notifier_slot();
     let fs = std::sync::Arc::new(fs);
+    if let Err(e) = fs.start_preload_support() {
+        warn!("regions of anon/ will not be removed when nothing maps them: {e}");
+    }
     if let Err(e) = prepare_uring(opts.io_uring) {
         eprintln!("msharefs: {e}");
         broker.remove_socket();
@@ -554,6 +557,9 @@ fn main() -> ExitCode {
         hugetlb_max
     );
 
+    if let Some(Mounted::Ours(m) | Mounted::Fuser(Some(m))) = &ours {
+        fs.set_mount_dev(m.dev);
+    }
     let unmounter = match ours {
         Some(Mounted::Ours(m)) => stop::Unmounter::Ours(m),
         Some(Mounted::Fuser(m)) => stop::Unmounter::Fuser(session.unmount_callable(), m),

@@ -29,6 +29,8 @@ use std::io::ErrorKind;
 use mshare_uapi::{MemoryId, HUGE_PAGE_SIZE, PAGE_SIZE};
 use serde::Serialize;
 
+use msharefs::transient::maps_identity as identity;
+
 use crate::procfs;
 
 /// 1 GiB: the range a PMD table covers.
@@ -108,17 +110,6 @@ pub struct Scan {
     procs: HashMap<u32, (String, u32, u64)>,
     /// Processes whose mappings this user may not read.
     pub uninspected: usize,
-}
-
-/// The device and inode columns of a `/proc/PID/maps` line.
-fn identity(line: &str) -> Option<MemoryId> {
-    let mut f = line.split_ascii_whitespace();
-    let (_range, _perms, _offset) = (f.next()?, f.next()?, f.next()?);
-    let (dev, ino) = (f.next()?, f.next()?);
-    if ino == "0" {
-        return None;
-    }
-    format!("{dev} {ino}").parse().ok()
 }
 
 /// The mappings of `wanted` identities in a `smaps` text.

@@ -9,6 +9,7 @@ use crate::{MshareCreate, MshareSetup, MshareToken};
 /// The ioctl type byte of every msharefs ioctl.
 pub const MSHAREFS_IOCTL_TYPE: u8 = b'x';
 
+const IOC_NONE: u32 = 0;
 const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
 
@@ -31,6 +32,12 @@ pub const MSHAREFS_GET_TOKEN: u32 = ioc(IOC_READ, 32, size_of::<MshareToken>());
 /// `MSHAREFS_SETUP` = `_IOWR('x', 33, struct mshare_setup)` (msharefs
 /// extension): size a new region and map its object in one call.
 pub const MSHAREFS_SETUP: u32 = ioc(IOC_READ | IOC_WRITE, 33, size_of::<MshareSetup>());
+/// `MSHAREFS_UNMAPPED` = `_IO('x', 34)` (msharefs extension): the caller
+/// has unmapped a region of [`crate::ANON_DIR`]; the server looks at once
+/// for processes that still map it, and removes the region when none does.
+/// Only a hint: the server trusts nothing the caller says, it reads
+/// `/proc`.
+pub const MSHAREFS_UNMAPPED: u32 = ioc(IOC_NONE, 34, 0);
 
 // The RFC v3 values (x86_64), checked when this crate compiles.
 const _: () = {

@@ -47,7 +47,7 @@ pub use admin::{
 pub use backing::{Backing, UnknownBacking, BACKING_XATTR};
 pub use ioctl::{
     MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_IOCTL_TYPE,
-    MSHAREFS_SETUP, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP,
+    MSHAREFS_SETUP, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, MSHAREFS_UNMAPPED,
 };
 pub use size::{format_size, parse_size};
 pub use structs::{
@@ -66,6 +66,19 @@ pub const INFO_FILE_NAME: &str = "mshare_info";
 /// The `fuse` subtype the server mounts with; `/proc/self/mountinfo` shows
 /// the file system type as `fuse.msharefs`.
 pub const FS_SUBTYPE: &str = "msharefs";
+
+/// The directory in the root of every mount (owned by the mount's owner,
+/// mode 1777) whose regions stand for anonymous shared memory
+/// (`mmap(MAP_SHARED|MAP_ANONYMOUS)` taken over by the preload library):
+/// their start is aligned but their size need only be a multiple of the
+/// page size, and the server removes each one once no process maps it.
+pub const ANON_DIR: &str = "anon";
+
+/// The directory in the root of every mount (owned by the mount's owner,
+/// mode 1777) whose regions are POSIX shared memory objects (`shm_open`
+/// taken over by the preload library): any size, resized by `ftruncate`,
+/// never hugetlb-backed, mapped at any address through the region file.
+pub const SHM_DIR: &str = "shm";
 
 /// Default region alignment: 1 GiB, the size at which the kernel shares
 /// hugetlb PMD page tables between processes.

@@ -44,13 +44,14 @@ impl MshareFs {
         name: &OsStr,
         mode: u32,
     ) -> Result<(INodeNo, Arc<Region>), Fail> {
-        let kind = self.store.effective(self.opts.backing);
         // Refuse before making memory; insert checks again under the lock.
         self.ns.read().check_room(req.uid)?;
         let mut ns = self.ns.write();
+        let shape = ns.shape_in(parent);
+        let kind = self.store.effective(shape.backing(self.opts.backing));
         let ino = ns.next_ino();
         let file = self.make_backing(kind, ino, &name.to_string_lossy())?;
-        let region = Arc::new(Region::new(ino, kind, file, &self.home));
+        let region = Arc::new(Region::new(ino, kind, shape, file, &self.home));
         let meta = Meta::new(mode as u16, req.uid, req.gid);
         if let Err(f) = ns.insert(parent, name, Kind::Region(region.clone()), meta) {
             let memory = region.take_memory();
@@ -59,6 +60,7 @@ impl MshareFs {
             return Err(f);
         }
         self.made(ns, parent, name, ino, Removal::File)?;
+        self.watch_anon(&region, Some(req.pid));
         debug!(
             "created region {name:?} (inode {}, {kind}) for uid {}",
             ino.0, req.uid
@@ -152,6 +154,11 @@ impl MshareFs {
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let replaced = {
             let mut ns = self.ns.write();
+            ensure(
+                ns.shape_in(parent) == ns.shape_in(newparent),
+                Errno::EXDEV,
+                "regions cannot move into or out of anon/ and shm/",
+            )?;
             let replaced = ns.rename(parent, name, newparent, newname, noreplace)?;
             let moved = ns.child(newparent, newname)?;
             let mut changed = vec![moved, parent, newparent];

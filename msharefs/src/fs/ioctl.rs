@@ -6,7 +6,8 @@ use log::debug;
 use mshare_uapi::{
     Backing, MshareCreate, MshareInfo, MshareSetup, MshareToken, MshareUnmap,
     MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_SETUP,
-    MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, MSHARE_SETUP_OBJECT, TOKEN_HUGETLB, TOKEN_WRITABLE,
+    MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, MSHAREFS_UNMAPPED, MSHARE_SETUP_OBJECT, TOKEN_HUGETLB,
+    TOKEN_WRITABLE,
 };
 use nix::errno::Errno;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -141,6 +142,10 @@ impl MshareFs {
                     size: info.size,
                 };
                 Ok(reply.as_bytes().to_vec())
+            }
+            MSHAREFS_UNMAPPED => {
+                self.unmapped(ino);
+                Ok(Vec::new())
             }
             _ => Err(Fail::with(Errno::ENOTTY, format!("unknown ioctl {cmd:#x}"))),
         }

@@ -10,8 +10,8 @@ use mshare_uapi::Backing;
 
 use super::MshareFs;
 use crate::fail::Fail;
-use crate::namespace::{Kind, Namespace};
-use crate::region::Region;
+use crate::namespace::{Kind, Namespace, ROOT};
+use crate::region::{Region, Shape};
 use crate::state::record::{NodeKind, Record};
 use crate::state::Snapshot;
 
@@ -64,6 +64,15 @@ impl MshareFs {
     pub fn adopt(&self, snap: &Snapshot) -> Adopted {
         let mut found = Adopted::default();
         let mut nodes = Vec::new();
+        let root_uid = self.ns.read().node(ROOT).map_or(0, |n| n.meta.uid);
+        let shape_in = |dir: u64| match snap.nodes.get(&dir) {
+            Some(d) => Shape::of_dir(
+                &d.name,
+                d.ino != ROOT.0 && d.parent == ROOT.0,
+                d.uid == root_uid,
+            ),
+            None => Shape::Aligned,
+        };
         for rec in snap.nodes.values() {
             let kind = match rec.kind {
                 NodeKind::Dir => {
@@ -75,7 +84,7 @@ impl MshareFs {
                         found.regions.insert((kind, rec.ino));
                         Kind::Region(Arc::new(Region::adopt(
                             INodeNo(rec.ino),
-                            kind,
+                            (kind, shape_in(rec.parent)),
                             file,
                             &self.home,
                             snap.layouts.get(&rec.ino),

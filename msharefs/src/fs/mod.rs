@@ -4,6 +4,7 @@
 //! [`entries`] (names), [`open`] (open files and their I/O), [`attr`],
 //! [`ioctl`], [`xattr`]; [`handles`] is the handle table.
 
+mod anon;
 mod attr;
 mod entries;
 mod handles;
@@ -81,6 +82,8 @@ pub struct MshareFs {
     /// The io_uring queues, made at `INIT`, until the connection's
     /// descriptor is known.
     uring: parking_lot::Mutex<Option<crate::uring::Starter>>,
+    /// Watches the regions of `anon/` ([`Self::start_preload_support`]).
+    anon: OnceLock<Arc<crate::transient::Watcher>>,
 }
 
 /// Who sent a request: what the handlers need of it, whichever transport
@@ -156,6 +159,7 @@ impl MshareFs {
             device: OnceLock::new(),
             owner: uid,
             uring: parking_lot::Mutex::new(None),
+            anon: OnceLock::new(),
         }
     }
 
@@ -611,7 +615,7 @@ impl Filesystem for Mounted {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let res = self.do_setxattr(req.uid(), ino, name, value, flags);
+        let res = self.do_setxattr(req.into(), ino, name, value, flags);
         answer(reply, "setxattr", self.name_of(ino), res, empty);
     }
 

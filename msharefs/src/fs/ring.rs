@@ -330,7 +330,7 @@ impl MshareFs {
                     .get(name.len() + 1..)
                     .and_then(|v| v.get(..a.size as usize))
                     .ok_or_else(|| malformed("short xattr value"))?;
-                self.do_setxattr(who.uid, ino, name, value, a.flags as i32)
+                self.do_setxattr(who, ino, name, value, a.flags as i32)
             }
             op::GETXATTR => {
                 let a: GetxattrIn = head(op)?;

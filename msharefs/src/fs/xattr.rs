@@ -16,7 +16,7 @@ use mshare_uapi::{
 use nix::errno::Errno;
 
 use super::reply::answer;
-use super::MshareFs;
+use super::{Caller, MshareFs};
 use crate::fail::{ensure, Fail};
 use crate::namespace::ROOT;
 use crate::region::Region;
@@ -55,17 +55,17 @@ impl MshareFs {
     /// `setxattr`: the backing of a region, or root's pool reservation.
     pub(super) fn do_setxattr(
         &self,
-        uid: u32,
+        req: Caller,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
         flags: i32,
     ) -> Result<(), Fail> {
         if ino != ROOT || name != RESERVE_XATTR {
-            return self.set_backing(ino, name, value, flags);
+            return self.set_backing(req, ino, name, value, flags);
         }
         ensure(
-            uid == 0,
+            req.uid == 0,
             Errno::EPERM,
             "only root may grow the hugetlb pool",
         )?;
@@ -78,6 +78,7 @@ impl MshareFs {
     /// region a new, empty backing file of another kind.
     fn set_backing(
         &self,
+        req: Caller,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -107,8 +108,13 @@ impl MshareFs {
             Errno::EBUSY,
             "the backing of an open or sized region cannot change",
         )?;
+        ensure(
+            old.shape.backing(kind) == kind,
+            Errno::EINVAL,
+            "a region of shm/ cannot be hugetlb-backed",
+        )?;
         let file = self.make_backing(kind, ino, &self.region_name(ino))?;
-        let new = Arc::new(Region::new(ino, kind, file, &self.home));
+        let new = Arc::new(Region::new(ino, kind, old.shape, file, &self.home));
         let replaced = {
             let mut ns = self.ns.write();
             let res = ns.replace_region(ino, &old, new.clone());
@@ -122,6 +128,7 @@ impl MshareFs {
             return Err(f);
         }
         self.free(&old, old.take_memory());
+        self.watch_anon(&new, Some(req.pid));
         debug!("region inode {}: backing is now {kind}", ino.0);
         Ok(())
     }
@@ -136,7 +143,7 @@ fn value_text(value: &[u8]) -> &str {
 }
 
 /// Where `region`'s memory lives: its backing file's device and inode.
-fn memory_id(region: &Region) -> Result<MemoryId, Fail> {
+pub(super) fn memory_id(region: &Region) -> Result<MemoryId, Fail> {
     let st = nix::sys::stat::fstat(region.file()?.as_ref())?;
     Ok(MemoryId {
         major: libc::major(st.st_dev),

@@ -6,6 +6,7 @@
 //! Lock order: namespace, then region.
 
 mod dir;
+mod shape;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};

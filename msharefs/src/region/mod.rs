@@ -2,13 +2,15 @@
 //! file and its open count. The rules are pure functions in [`rules`];
 //! [`Region`] applies them under the region's own lock.
 
+mod access;
 mod rules;
+mod shape;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use fuser::{INodeNo, OpenFlags};
+use fuser::INodeNo;
 use mshare_uapi::{Backing, MshareCreate, MshareInfo, MshareUnmap};
 use nix::errno::Errno;
 use parking_lot::Mutex;
@@ -20,57 +22,9 @@ use crate::passthrough::PassthroughId;
 use crate::placement::Placement;
 use crate::state::record::{LayoutRec, Record};
 use crate::state::Journal;
+pub use access::{Access, Attach, OpenMode};
 pub use rules::{check_create, check_layout, cut, page_size, Object};
-
-/// What an open of a region file allows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// `O_RDONLY`.
-    ReadOnly,
-    /// `O_WRONLY`.
-    WriteOnly,
-    /// `O_RDWR`.
-    ReadWrite,
-}
-
-impl Access {
-    /// The access of an open with `flags`.
-    pub fn of(flags: OpenFlags) -> Access {
-        match flags.0 & libc::O_ACCMODE {
-            libc::O_RDONLY => Access::ReadOnly,
-            libc::O_WRONLY => Access::WriteOnly,
-            _ => Access::ReadWrite,
-        }
-    }
-
-    /// Whether the open allows writing (and so the control ioctls).
-    pub fn writes(self) -> bool {
-        self != Access::ReadOnly
-    }
-
-    /// Whether the open allows reading (and so a backing descriptor).
-    pub fn reads(self) -> bool {
-        self != Access::WriteOnly
-    }
-}
-
-/// How an open of a region is answered.
-#[derive(Debug)]
-pub enum OpenMode {
-    /// FUSE passthrough to the backing file (the kernel's data path).
-    Passthrough(Arc<PassthroughId>),
-    /// Through the server with `FOPEN_DIRECT_IO` (no mmap).
-    Direct,
-}
-
-/// Whether an open should try FUSE passthrough.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attach {
-    /// Register the backing file for passthrough (if the kind allows it).
-    Passthrough,
-    /// Serve the open through the server.
-    Direct,
-}
+pub use shape::Shape;
 
 /// What the regions of one mount share: where they are placed, where their
 /// layouts are recorded and where hugetlb memory comes from.
@@ -91,6 +45,8 @@ pub struct Region {
     pub id: INodeNo,
     /// Backing kind, fixed at creation.
     pub kind: Backing,
+    /// The rules its layout follows, fixed by its directory.
+    pub shape: Shape,
     /// Where it is placed, where its layout is recorded and where its
     /// hugetlb memory comes from.
     home: Home,
@@ -131,10 +87,11 @@ impl State {
 impl Region {
     /// A new, unsized region over `file`, placed and recorded as `home`
     /// says.
-    pub fn new(id: INodeNo, kind: Backing, file: OwnedFd, home: &Home) -> Self {
+    pub fn new(id: INodeNo, kind: Backing, shape: Shape, file: OwnedFd, home: &Home) -> Self {
         Region {
             id,
             kind,
+            shape,
             home: home.clone(),
             state: Mutex::new(State {
                 file: Some(Arc::new(file)),
@@ -150,12 +107,12 @@ impl Region {
     /// (`None`: unsized). Its range is claimed in `placement` again.
     pub fn adopt(
         id: INodeNo,
-        kind: Backing,
+        (kind, shape): (Backing, Shape),
         file: OwnedFd,
         home: &Home,
         layout: Option<&LayoutRec>,
     ) -> Self {
-        let region = Region::new(id, kind, file, home);
+        let region = Region::new(id, kind, shape, file, home);
         if let Some(l) = layout {
             let mut st = region.state.lock();
             st.info = Some(MshareInfo {
@@ -167,7 +124,9 @@ impl Region {
                 .iter()
                 .map(|&(addr, size, prot)| Object { addr, size, prot })
                 .collect();
-            region.home.placement.claim(id, l.start, l.size);
+            if shape != Shape::File {
+                region.home.placement.claim(id, l.start, l.size);
+            }
         }
         region
     }
@@ -231,12 +190,25 @@ impl Region {
     fn size_locked(&self, st: &mut State, mut info: MshareInfo) -> Result<MshareInfo, Fail> {
         let align = self.home.placement.align();
         ensure(st.info.is_none(), Errno::EINVAL, "size is already set")?;
+        ensure(
+            self.shape != Shape::File,
+            Errno::EINVAL,
+            "a region of shm/ has no start: size it with ftruncate",
+        )?;
         let file = st.file()?;
+        let granule = self.shape.size_granule(align, self.kind);
+        ensure(
+            info.size % granule == 0,
+            Errno::EINVAL,
+            "size is not a multiple of the alignment (see mshare_info)",
+        )?;
+        // Checked as the aligned range that it reserves.
+        let reserved = info.size.div_ceil(align).saturating_mul(align);
         if info.start == 0 {
             // Check everything but the start, then choose one.
             let probe = MshareInfo {
                 start: align.max(page_size(self.kind)),
-                ..info
+                size: reserved,
             };
             check_layout(&probe, align, self.kind)?;
             info.start = self
@@ -248,7 +220,14 @@ impl Region {
                     "no free aligned address range of that size",
                 ))?;
         } else {
-            check_layout(&info, align, self.kind)?;
+            check_layout(
+                &MshareInfo {
+                    size: reserved,
+                    ..info
+                },
+                align,
+                self.kind,
+            )?;
             self.home.placement.claim(self.id, info.start, info.size);
         }
         if let Err(e) = backing::set_len(file.as_fd(), info.size) {
@@ -282,7 +261,11 @@ impl Region {
 
     /// `ftruncate`: sets the size of an unsized region (the server chooses
     /// the start); the current size, or 0 on an unsized region, is a no-op.
+    /// A region of `shm/` takes any size, as often as asked.
     pub fn truncate(&self, size: u64) -> Result<(), Fail> {
+        if self.shape == Shape::File {
+            return self.resize(size);
+        }
         let current = self.state.lock().info.map_or(0, |i| i.size);
         if size == current {
             return Ok(());
@@ -295,6 +278,17 @@ impl Region {
         self.set_size(MshareInfo { start: 0, size }).map(drop)
     }
 
+    /// Sets the size of a region of `shm/` (start 0: it has none).
+    fn resize(&self, size: u64) -> Result<(), Fail> {
+        let mut st = self.state.lock();
+        let file = st.file()?;
+        backing::set_len(file.as_fd(), size)
+            .map_err(|e| Fail::with(e, format!("cannot size the backing file: {e}")))?;
+        st.info = Some(MshareInfo { start: 0, size });
+        self.record(&st);
+        Ok(())
+    }
+
     /// `fallocate(mode 0)`: from 0 on an unsized region it sets the size
     /// (as the 2025 series does); inside a sized region it allocates.
     pub fn fallocate(&self, offset: u64, length: u64) -> Result<(), Fail> {
@@ -302,6 +296,13 @@ impl Region {
             Err(_) if offset == 0 => return self.truncate(length),
             other => other?,
         };
+        if let Some(end) = offset.checked_add(length) {
+            if self.shape == Shape::File && end > info.size {
+                // posix_fallocate extends a file.
+                self.resize(end)?;
+                return self.allocate(self.file()?.as_ref(), offset, length);
+            }
+        }
         ensure(
             offset.checked_add(length).is_some_and(|e| e <= info.size),
             Errno::EFBIG,

@@ -99,6 +99,7 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
         ("MSHAREFS_UNMAP", MSHAREFS_UNMAP),
         ("MSHAREFS_GET_TOKEN", MSHAREFS_GET_TOKEN),
         ("MSHAREFS_SETUP", MSHAREFS_SETUP),
+        ("MSHAREFS_UNMAPPED", MSHAREFS_UNMAPPED),
         ("MSHARE_SETUP_OBJECT", MSHARE_SETUP_OBJECT as u32),
         ("MSHARE_TOKEN_WRITABLE", TOKEN_WRITABLE),
         ("MSHARE_TOKEN_HUGETLB", TOKEN_HUGETLB),
@@ -112,6 +113,8 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
         items.push(num(name, value));
     }
     items.push(text("MSHARE_INFO_FILE", INFO_FILE_NAME));
+    items.push(text("MSHARE_ANON_DIR", ANON_DIR));
+    items.push(text("MSHARE_SHM_DIR", SHM_DIR));
     items.push(text("MSHARE_BACKING_XATTR", BACKING_XATTR));
     items.push(text("MSHARE_MEMORY_XATTR", MEMORY_XATTR));
     items.push(text("MSHARE_POOL_XATTR", POOL_XATTR));

@@ -1,0 +1,274 @@
+//! Regions that live as long as anonymous memory: those of
+//! [`mshare_uapi::ANON_DIR`], made by the preload library in place of
+//! `mmap(MAP_SHARED|MAP_ANONYMOUS)`. Their memory is freed by the kernel
+//! with the last mapping (the server holds it only through the name), so
+//! the server's job is to remove the *name* once no process maps the region.
+//! The program cannot be asked to do it: after `kill -9` it runs no code.
+//!
+//! [`Watcher`] holds, for each such region, a pidfd of every process known
+//! to map it (at first its creator, the process that made the request). A
+//! thread polls them. When the last one exits, or when the library says its
+//! process unmapped the region ([`Watcher::recheck`]), it reads
+//! `/proc/PID/maps` of every process for the region's identities
+//! (its backing file's device and inode, and the region file's for a mapping
+//! through FUSE passthrough). The processes found are watched in turn
+//! (children that a creator forked keep the region listed after it exits);
+//! when none is found, the region is removed.
+//!
+//! A process of another user is seen only by a server run as root, which
+//! is how msharefs is meant to run; a server of one user only removes names
+//! too early, never memory that is mapped.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
+
+use fuser::INodeNo;
+use log::{debug, warn};
+use mshare_uapi::MemoryId;
+use parking_lot::Mutex;
+use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
+
+/// What is called with a region that no process maps any more.
+pub type OnUnmapped = Box<dyn Fn(INodeNo) + Send + Sync>;
+
+/// One watched region.
+struct Watch {
+    /// Its backing file's identity.
+    memory: MemoryId,
+    /// Processes known to map it, by pid.
+    pids: Vec<(u32, Arc<OwnedFd>)>,
+    /// Whether `/proc` must be read for it before the next wait.
+    scan: bool,
+}
+
+/// The regions of [`mshare_uapi::ANON_DIR`] and who maps them.
+pub struct Watcher {
+    watches: Mutex<HashMap<INodeNo, Watch>>,
+    /// Wakes the thread when a watch is added or a scan asked for.
+    wake: OwnedFd,
+    /// The mount's device, for mappings of region files.
+    mount_dev: OnceLock<(u32, u32)>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("regions", &self.watches.lock().len())
+            .finish()
+    }
+}
+
+impl Watcher {
+    /// A watcher whose thread calls `on_unmapped` with each region that no
+    /// process maps any more (and forgets it).
+    pub fn start(on_unmapped: OnUnmapped) -> io::Result<Arc<Watcher>> {
+        let w = Arc::new(Watcher {
+            watches: Mutex::new(HashMap::new()),
+            wake: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+            mount_dev: OnceLock::new(),
+        });
+        let weak = Arc::downgrade(&w);
+        std::thread::Builder::new()
+            .name("anon-watch".into())
+            .spawn(move || {
+                while let Some(w) = weak.upgrade() {
+                    w.round(&on_unmapped);
+                }
+            })?;
+        Ok(w)
+    }
+
+    /// Tells the watcher the mount's device number, so that mappings of
+    /// region files (FUSE passthrough) are seen too.
+    pub fn set_mount_dev(&self, dev: (u32, u32)) {
+        let _ = self.mount_dev.set(dev);
+    }
+
+    /// Watches region `ino` with memory `memory`, made by thread `tid`
+    /// (`None`, or a thread that is gone: look for mappers now).
+    pub fn watch(&self, ino: INodeNo, memory: MemoryId, tid: Option<u32>) {
+        let creator = tid.and_then(thread_group).and_then(|pid| {
+            let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
+            Some((pid, Arc::new(fd)))
+        });
+        let watch = Watch {
+            memory,
+            scan: creator.is_none(),
+            pids: creator.into_iter().collect(),
+        };
+        self.watches.lock().insert(ino, watch);
+        self.kick();
+    }
+
+    /// Looks for the processes that map `ino` now (a process says it has
+    /// unmapped it).
+    pub fn recheck(&self, ino: INodeNo) {
+        if let Some(w) = self.watches.lock().get_mut(&ino) {
+            w.scan = true;
+        }
+        self.kick();
+    }
+
+    /// Stops watching `ino` (it was removed).
+    pub fn forget(&self, ino: INodeNo) {
+        self.watches.lock().remove(&ino);
+    }
+
+    /// Whether `ino` is watched.
+    pub fn watches(&self, ino: INodeNo) -> bool {
+        self.watches.lock().contains_key(&ino)
+    }
+
+    fn kick(&self) {
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+    }
+
+    /// One round: scans what needs it, then waits for an exit or a kick
+    /// (at most a second, so that a dropped watcher lets its thread end).
+    fn round(&self, on_unmapped: &OnUnmapped) {
+        let todo: Vec<(INodeNo, MemoryId)> = self
+            .watches
+            .lock()
+            .iter()
+            .filter(|(_, w)| w.scan || w.pids.is_empty())
+            .map(|(&ino, w)| (ino, w.memory))
+            .collect();
+        let fuse_dev = self.mount_dev.get().copied();
+        for (ino, memory) in todo {
+            let file = fuse_dev.map(|(major, minor)| MemoryId {
+                major,
+                minor,
+                ino: ino.0,
+            });
+            let found = mappers(&[Some(memory), file]);
+            let mut watches = self.watches.lock();
+            let Some(w) = watches.get_mut(&ino) else {
+                continue;
+            };
+            if found.is_empty() {
+                watches.remove(&ino);
+                drop(watches);
+                debug!("region inode {}: no process maps it", ino.0);
+                on_unmapped(ino);
+            } else {
+                w.pids = found;
+                w.scan = false;
+            }
+        }
+        let waits: Vec<(INodeNo, u32, Arc<OwnedFd>)> = self
+            .watches
+            .lock()
+            .iter()
+            .flat_map(|(&ino, w)| w.pids.iter().map(move |(pid, fd)| (ino, *pid, fd.clone())))
+            .collect();
+        let mut fds = vec![PollFd::new(&self.wake, PollFlags::IN)];
+        fds.extend(
+            waits
+                .iter()
+                .map(|(_, _, fd)| PollFd::new(fd, PollFlags::IN)),
+        );
+        let second = rustix::event::Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        match poll(&mut fds, Some(&second)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => return,
+            Err(e) => {
+                warn!("cannot wait for the processes that map anonymous regions: {e}");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                return;
+            }
+        }
+        let exited: Vec<(INodeNo, u32)> = fds[1..]
+            .iter()
+            .zip(&waits)
+            .filter(|(p, _)| !p.revents().is_empty())
+            .map(|(_, (ino, pid, _))| (*ino, *pid))
+            .collect();
+        if !fds[0].revents().is_empty() {
+            let mut buf = [0u8; 8];
+            let _ = rustix::io::read(self.wake.as_fd(), &mut buf);
+        }
+        let mut watches = self.watches.lock();
+        for (ino, pid) in exited {
+            if let Some(w) = watches.get_mut(&ino) {
+                w.pids.retain(|(p, _)| *p != pid);
+            }
+        }
+    }
+}
+
+/// The thread group (process) of thread `tid`: FUSE requests carry the
+/// calling thread's id.
+fn thread_group(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The device and inode columns of a `/proc/PID/maps` line.
+pub fn maps_identity(line: &str) -> Option<MemoryId> {
+    let mut f = line.split_ascii_whitespace();
+    let (_range, _perms, _offset) = (f.next()?, f.next()?, f.next()?);
+    let (dev, ino) = (f.next()?, f.next()?);
+    if ino == "0" {
+        return None;
+    }
+    format!("{dev} {ino}").parse().ok()
+}
+
+/// Whether process `pid` maps any of `ids`.
+fn maps_any(pid: u32, ids: &[Option<MemoryId>]) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|text| {
+        text.lines()
+            .filter_map(maps_identity)
+            .any(|id| ids.contains(&Some(id)))
+    })
+}
+
+/// The processes (other than this one) that map any of `ids`, each with a
+/// pidfd taken before its maps were read again, so that a pid reused in
+/// between is not mistaken for a mapper.
+fn mappers(ids: &[Option<MemoryId>]) -> Vec<(u32, Arc<OwnedFd>)> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me && maps_any(pid, ids))
+        .filter_map(|pid| {
+            let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
+            maps_any(pid, ids).then(|| (pid, Arc::new(fd)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_identities_of_maps_lines() {
+        let line = "7f0000000000-7f0040000000 rw-s 00000000 00:2a 3   /memfd:x (deleted)";
+        assert_eq!(
+            maps_identity(line),
+            Some(MemoryId {
+                major: 0,
+                minor: 0x2a,
+                ino: 3
+            })
+        );
+        assert_eq!(
+            maps_identity("7f00-7f01 rw-p 00000000 00:00 0 "),
+            None,
+            "anonymous memory has no identity"
+        );
+        assert_eq!(maps_identity("garbage"), None);
+    }
+}
