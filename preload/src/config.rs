@@ -2,9 +2,10 @@
 //! `msharectl run` sets (and that `exec` carries on to children).
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 use mshare_uapi::{parse_size, Backing};
+
+use crate::once::Race;
 
 /// `MSHARE_DIR`: the mount (else the first msharefs mount).
 pub const ENV_DIR: &str = "MSHARE_DIR";
@@ -118,7 +119,7 @@ impl Config {
 
     /// The process's configuration, read at the first call.
     pub fn get() -> &'static Config {
-        static CONFIG: OnceLock<Config> = OnceLock::new();
+        static CONFIG: Race<Config> = Race::new();
         CONFIG.get_or_init(|| {
             let c = Config::from_env(|k| std::env::var(k).ok());
             for e in &c.errors {

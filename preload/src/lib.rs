@@ -20,6 +20,7 @@
 mod anon;
 mod config;
 mod mount;
+mod once;
 mod raw;
 mod say;
 mod shm;
@@ -32,6 +33,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use libc::{mode_t, off_t, size_t};
 
 use config::{Config, Level};
+
+/// Reads the configuration when the library is loaded, before the program
+/// runs any thread of its own (and so says then what it could not read).
+extern "C" fn at_load() {
+    table::hold_across_fork();
+    let _ = Config::get();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static AT_LOAD: extern "C" fn() = at_load;
 
 thread_local! {
     /// Set while this thread runs the library's own code.

@@ -3,16 +3,16 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use libmshare::Mount;
 
 use crate::config::Config;
+use crate::once::Race;
 
 /// The mount (`MSHARE_DIR`, else the first msharefs mount), or why there
 /// is none; looked up at the first call that needs it.
 pub fn get(config: &Config) -> Result<&'static Mount, String> {
-    static MOUNT: OnceLock<Result<Mount, String>> = OnceLock::new();
+    static MOUNT: Race<Result<Mount, String>> = Race::new();
     MOUNT
         .get_or_init(|| {
             Mount::find(config.dir.as_deref()).map_err(|e| format!("no msharefs mount: {e}"))

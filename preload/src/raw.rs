@@ -4,7 +4,8 @@
 //! `shm_unlink` (looked up once with `dlsym(RTLD_NEXT)`).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::OnceLock;
+
+use crate::once::Race;
 
 use libc::{mode_t, off_t, size_t};
 
@@ -53,7 +54,7 @@ fn next(sym: &CStr) -> Option<usize> {
 
 /// libc's `shm_open`.
 pub fn shm_open(name: *const c_char, oflag: c_int, mode: mode_t) -> c_int {
-    static REAL: OnceLock<Option<usize>> = OnceLock::new();
+    static REAL: Race<Option<usize>> = Race::new();
     match *REAL.get_or_init(|| next(c"shm_open")) {
         // SAFETY: the address dlsym gave for libc's shm_open, which has
         // this signature; the arguments are the caller's.
@@ -64,7 +65,7 @@ pub fn shm_open(name: *const c_char, oflag: c_int, mode: mode_t) -> c_int {
 
 /// libc's `shm_unlink`.
 pub fn shm_unlink(name: *const c_char) -> c_int {
-    static REAL: OnceLock<Option<usize>> = OnceLock::new();
+    static REAL: Race<Option<usize>> = Race::new();
     match *REAL.get_or_init(|| next(c"shm_unlink")) {
         // SAFETY: as for `shm_open`.
         Some(f) => unsafe { std::mem::transmute::<usize, ShmUnlink>(f)(name) },

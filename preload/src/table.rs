@@ -8,7 +8,6 @@
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Once;
 
 /// How many regions one process tracks; more are still served, but
 /// unmapping them sends no hint (the server notices at exit).
@@ -105,14 +104,16 @@ extern "C" fn after_fork() {
     release();
 }
 
+/// Makes `fork` take the lock and give it back in parent and child, so
+/// that no child starts with it held (called once, when the library is
+/// loaded).
+pub fn hold_across_fork() {
+    // SAFETY: registers two plain functions without arguments.
+    unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+}
+
 /// Runs `f` on the slots under the lock.
 fn with<R>(f: impl FnOnce(&mut [Entry; SLOTS]) -> R) -> R {
-    static ATFORK: Once = Once::new();
-    ATFORK.call_once(|| {
-        // SAFETY: registers handlers that take and give back the lock
-        // around fork, so that the child never starts with it held.
-        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
-    });
     acquire();
     // SAFETY: the lock is held, so this is the only reference.
     let r = f(unsafe { &mut *TABLE.slots.get() });

@@ -36,7 +36,13 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// The files of the build that the tests run, from [`bin_dir`].
-pub const BUILT: [&str; 4] = ["msharefs", "msharectl", "liblibmshare.so", "liblibmshare.a"];
+pub const BUILT: [&str; 5] = [
+    "msharefs",
+    "msharectl",
+    "liblibmshare.so",
+    "liblibmshare.a",
+    "libmshare_preload.so",
+];
 
 /// Where the tests copy [`BUILT`] when the build directory is out of other
 /// users' reach (`.<hash of the build directory>` follows);

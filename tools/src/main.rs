@@ -15,6 +15,7 @@ mod names;
 mod pool;
 mod procfs;
 mod regions;
+mod run;
 mod stat;
 mod transfer;
 
@@ -170,6 +171,11 @@ enum Command {
         #[arg(value_name = "MOUNTPOINT", requires = "free", group = "which")]
         paths: Vec<PathBuf>,
     },
+    /// Run an unmodified program with its shared memory on msharefs: the
+    /// preload library takes over anonymous shared mmap and shm_open
+    /// (see --take); anything it cannot serve goes to libc, with one line
+    /// on stderr.
+    Run(run::RunArgs),
     /// Compare attach time, page tables and the control plane with POSIX
     /// shm, SysV hugetlb and a hugetlb memfd, side by side (root: starts a
     /// private msharefs, not the -d mount, and sizes the hugetlb pool, then
@@ -242,6 +248,9 @@ enum Error {
     /// The benchmark could not run or finish.
     #[error("bench: {0}")]
     Bench(#[from] bench::BenchError),
+    /// `run` could not start the command.
+    #[error(transparent)]
+    Run(#[from] run::RunError),
 }
 
 impl Error {
@@ -257,6 +266,7 @@ impl Error {
             _ => None,
         };
         match (self, region_errno) {
+            (Error::Run(e), _) => e.exit_code(),
             (Error::Usage(_), _) | (Error::Transfer(transfer::TransferError::Range { .. }), _) => 2,
             (_, Some(Errno::ENOENT)) => 3,
             (_, Some(Errno::EEXIST)) => 4,
@@ -461,6 +471,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
         }
         Command::Ksm { action } => return ksm_command(action, json, out),
         Command::Kept { free, all, paths } => return kept_command(free, all, &paths, json, out),
+        Command::Run(args) => return Err(run::run(&args, cli.dir.as_deref()).into()),
         _ => {}
     }
     let mount = Mount::find(cli.dir.as_deref())?;
@@ -469,7 +480,8 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
         | Command::GenerateCompletions { .. }
         | Command::Bench(_)
         | Command::Ksm { .. }
-        | Command::Kept { .. } => unreachable!("handled above"),
+        | Command::Kept { .. }
+        | Command::Run(_) => unreachable!("handled above"),
         Command::Info => {
             let info = Info {
                 mount: mount.dir().to_path_buf(),

@@ -114,7 +114,7 @@ impl MshareFs {
         };
         let Some((parent, name)) = named else { return };
         match self.do_remove(parent, &name, Removal::File) {
-            Ok(()) => info!(
+            Ok(()) => debug!(
                 "{ANON_DIR}/{}: removed, no process maps it",
                 name.to_string_lossy()
             ),

@@ -11,6 +11,7 @@ mod mounting;
 mod msharectl;
 mod namespace;
 mod operator;
+mod preload;
 mod programs;
 mod restart;
 mod scale;
