@@ -31,17 +31,30 @@ use parking_lot::Mutex;
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
-/// What is called with a region that no process maps any more.
-pub type OnUnmapped = Box<dyn Fn(INodeNo) + Send + Sync>;
+/// What is called with a region whose creator is gone and that no process
+/// maps any more; true if something else still holds it (an open
+/// descriptor): the watch then waits for [`Watcher::recheck`].
+pub type OnUnmapped = Box<dyn Fn(INodeNo) -> bool + Send + Sync>;
+
+/// A process, by pid and pidfd.
+type Proc = (u32, Arc<OwnedFd>);
 
 /// One watched region.
 struct Watch {
     /// Its backing file's identity.
     memory: MemoryId,
-    /// Processes known to map it, by pid.
-    pids: Vec<(u32, Arc<OwnedFd>)>,
+    /// The process that made it, while it lives.
+    creator: Option<Proc>,
+    /// Other processes known to map it.
+    pids: Vec<Proc>,
     /// Whether `/proc` must be read for it before the next wait.
     scan: bool,
+}
+
+impl Watch {
+    fn procs(&self) -> impl Iterator<Item = &Proc> {
+        self.creator.iter().chain(&self.pids)
+    }
 }
 
 /// The regions of [`mshare_uapi::ANON_DIR`] and who maps them.
@@ -97,17 +110,22 @@ impl Watcher {
         let watch = Watch {
             memory,
             scan: creator.is_none(),
-            pids: creator.into_iter().collect(),
+            creator,
+            pids: Vec::new(),
         };
         self.watches.lock().insert(ino, watch);
         self.kick();
     }
 
-    /// Looks for the processes that map `ino` now (a process says it has
-    /// unmapped it).
-    pub fn recheck(&self, ino: INodeNo) {
+    /// Looks for the processes that map `ino` now: a process says it has
+    /// unmapped it (`creator_done`: the creator's hold ends with its
+    /// mapping), or its last descriptor was closed.
+    pub fn recheck(&self, ino: INodeNo, creator_done: bool) {
         if let Some(w) = self.watches.lock().get_mut(&ino) {
             w.scan = true;
+            if creator_done {
+                w.creator = None;
+            }
         }
         self.kick();
     }
@@ -133,7 +151,7 @@ impl Watcher {
             .watches
             .lock()
             .iter()
-            .filter(|(_, w)| w.scan || w.pids.is_empty())
+            .filter(|(_, w)| w.scan)
             .map(|(&ino, w)| (ino, w.memory))
             .collect();
         let fuse_dev = self.mount_dev.get().copied();
@@ -148,21 +166,21 @@ impl Watcher {
             let Some(w) = watches.get_mut(&ino) else {
                 continue;
             };
-            if found.is_empty() {
-                watches.remove(&ino);
+            w.scan = false;
+            w.pids = found;
+            if w.pids.is_empty() && w.creator.is_none() {
                 drop(watches);
                 debug!("region inode {}: no process maps it", ino.0);
-                on_unmapped(ino);
-            } else {
-                w.pids = found;
-                w.scan = false;
+                if !on_unmapped(ino) {
+                    self.watches.lock().remove(&ino);
+                }
             }
         }
         let waits: Vec<(INodeNo, u32, Arc<OwnedFd>)> = self
             .watches
             .lock()
             .iter()
-            .flat_map(|(&ino, w)| w.pids.iter().map(move |(pid, fd)| (ino, *pid, fd.clone())))
+            .flat_map(|(&ino, w)| w.procs().map(move |(pid, fd)| (ino, *pid, fd.clone())))
             .collect();
         let mut fds = vec![PollFd::new(&self.wake, PollFlags::IN)];
         fds.extend(
@@ -197,6 +215,10 @@ impl Watcher {
         for (ino, pid) in exited {
             if let Some(w) = watches.get_mut(&ino) {
                 w.pids.retain(|(p, _)| *p != pid);
+                if w.creator.as_ref().is_some_and(|(p, _)| *p == pid) {
+                    w.creator = None;
+                }
+                w.scan |= w.creator.is_none() && w.pids.is_empty();
             }
         }
     }

@@ -13,7 +13,7 @@
  *   probe threads N          N threads map and unmap while one forks
  *   probe exec SIZE          map, then exec `probe anon SIZE`
  *   probe shm NAME           shm_open and what follows, errnos, unlink
- *   probe shm-make NAME      make NAME (0600, 1000 bytes) and keep it
+ *   probe shm-make NAME      make NAME (0600, 1000 bytes), close it, wait for EOF
  *   probe shm-open NAME      open NAME read-write: prints the errno name
  *   probe shm-unlink NAME
  */
@@ -232,7 +232,10 @@ static int shm_make(const char *name)
 {
 	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	CHECK(fd >= 0 && ftruncate(fd, 1000) == 0);
+	CHECK(close(fd) == 0);
 	printf("made\n");
+	fflush(stdout);
+	wait_eof();
 	return 0;
 }
 

@@ -1,6 +1,8 @@
 //! The directories the preload library uses ([`ANON_DIR`], [`SHM_DIR`]) and
-//! the regions of [`ANON_DIR`], removed once no process maps them
-//! ([`crate::transient`]).
+//! their regions, which live as long as the program that uses them
+//! ([`crate::transient`]): a region of [`ANON_DIR`] until no process maps
+//! it; one of [`SHM_DIR`] until its creator is gone and no process maps it
+//! or holds it open.
 
 use std::ffi::OsStr;
 use std::io;
@@ -24,9 +26,7 @@ impl MshareFs {
     pub fn start_preload_support(self: &Arc<Self>) -> io::Result<()> {
         let weak: Weak<MshareFs> = Arc::downgrade(self);
         let watcher = Watcher::start(Box::new(move |ino| {
-            if let Some(fs) = weak.upgrade() {
-                fs.remove_unmapped(ino);
-            }
+            weak.upgrade().is_some_and(|fs| fs.remove_unmapped(ino))
         }))?;
         let _ = self.anon.set(watcher);
         for name in [ANON_DIR, SHM_DIR] {
@@ -37,7 +37,10 @@ impl MshareFs {
         let kept: Vec<(INodeNo, Arc<Region>)> = {
             let ns = self.ns.read();
             let mut found = Vec::new();
-            if let Ok(dir) = ns.child(ROOT, OsStr::new(ANON_DIR)) {
+            for dir in [ANON_DIR, SHM_DIR] {
+                let Ok(dir) = ns.child(ROOT, OsStr::new(dir)) else {
+                    continue;
+                };
                 let _ = ns.list(dir, 2, |ino, _, _, _| {
                     if let Some(r) = ns.node(ino).ok().and_then(|n| n.region()) {
                         found.push((ino, r.clone()));
@@ -54,7 +57,7 @@ impl MshareFs {
             );
         }
         for (ino, region) in kept {
-            self.watch_anon(&region, None);
+            self.watch_transient(&region, None);
             debug!("watching kept region inode {}", ino.0);
         }
         Ok(())
@@ -83,10 +86,10 @@ impl MshareFs {
         }
     }
 
-    /// Watches `region`, if it is one of [`ANON_DIR`], as made by thread
-    /// `tid` (`None`: look for its mappers now).
-    pub(super) fn watch_anon(&self, region: &Region, tid: Option<u32>) {
-        if region.shape != Shape::Anon {
+    /// Watches `region`, if it is one of [`ANON_DIR`] or [`SHM_DIR`], as
+    /// made by thread `tid` (`None`: look for its mappers now).
+    pub(super) fn watch_transient(&self, region: &Region, tid: Option<u32>) {
+        if region.shape == Shape::Aligned {
             return;
         }
         let (Some(w), Ok(memory)) = (self.anon.get(), super::xattr::memory_id(region)) else {
@@ -98,27 +101,46 @@ impl MshareFs {
     /// `MSHAREFS_UNMAPPED`: look now for the processes that map `ino`.
     pub(super) fn unmapped(&self, ino: INodeNo) {
         if let Some(w) = self.anon.get() {
-            w.recheck(ino);
+            w.recheck(ino, true);
         }
     }
 
-    /// Removes region `ino`, which no process maps any more, if it is still
-    /// linked in [`ANON_DIR`].
-    fn remove_unmapped(&self, ino: INodeNo) {
+    /// The last open of `region` was closed: a region of [`SHM_DIR`] may
+    /// be free to go.
+    pub(super) fn closed_transient(&self, region: &Region) {
+        if let (Shape::File, Some(w)) = (region.shape, self.anon.get()) {
+            w.recheck(region.id, false);
+        }
+    }
+
+    /// Removes region `ino`, whose creator is gone and which no process
+    /// maps any more, if it is still linked and not held open; true if it
+    /// is held open (watch it on).
+    fn remove_unmapped(&self, ino: INodeNo) -> bool {
         let named = {
             let ns = self.ns.read();
-            ns.node(ino)
-                .ok()
-                .filter(|n| n.is_linked() && n.region().is_some_and(|r| r.shape == Shape::Anon))
-                .map(|n| (n.parent, n.name.clone()))
+            let Some(n) = ns.node(ino).ok().filter(|n| n.is_linked()) else {
+                return false;
+            };
+            match n.region() {
+                Some(r) if r.shape == Shape::File && r.opens() > 0 => return true,
+                Some(r) if r.shape != Shape::Aligned => (n.parent, n.name.clone(), r.shape),
+                _ => return false,
+            }
         };
-        let Some((parent, name)) = named else { return };
+        let (parent, name, shape) = named;
+        let dir = if shape == Shape::Anon {
+            ANON_DIR
+        } else {
+            SHM_DIR
+        };
         match self.do_remove(parent, &name, Removal::File) {
             Ok(()) => debug!(
-                "{ANON_DIR}/{}: removed, no process maps it",
+                "{dir}/{}: removed, no process uses it",
                 name.to_string_lossy()
             ),
-            Err(f) => warn!("{ANON_DIR}/{}: cannot remove: {f}", name.to_string_lossy()),
+            Err(f) => warn!("{dir}/{}: cannot remove: {f}", name.to_string_lossy()),
         }
+        false
     }
 }

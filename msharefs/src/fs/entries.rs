@@ -60,7 +60,7 @@ impl MshareFs {
             return Err(f);
         }
         self.made(ns, parent, name, ino, Removal::File)?;
-        self.watch_anon(&region, Some(req.pid));
+        self.watch_transient(&region, Some(req.pid));
         debug!(
             "created region {name:?} (inode {}, {kind}) for uid {}",
             ino.0, req.uid

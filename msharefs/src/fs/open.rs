@@ -194,6 +194,7 @@ impl MshareFs {
         self.broker.revoke_handle(fh);
         if let Some(Opened::Region { region, .. }) = opened {
             if region.release() == 0 {
+                self.closed_transient(&region);
                 self.reap(ino);
             }
         }

@@ -128,7 +128,7 @@ impl MshareFs {
             return Err(f);
         }
         self.free(&old, old.take_memory());
-        self.watch_anon(&new, Some(req.pid));
+        self.watch_transient(&new, Some(req.pid));
         debug!("region inode {}: backing is now {kind}", ino.0);
         Ok(())
     }

@@ -11,6 +11,7 @@ mod mounting;
 mod msharectl;
 mod namespace;
 mod operator;
+mod postgres;
 mod preload;
 mod programs;
 mod restart;

@@ -34,7 +34,12 @@ pub fn probe() -> PathBuf {
 /// `msharectl -d MOUNT run OPTS -- CMD...`.
 pub fn under(m: &Server, opts: &[&str], cmd: &[&str]) -> Command {
     let mut c = msharectl();
-    c.arg("-d").arg(&m.dir).arg("run").args(opts).arg("--").args(cmd);
+    c.arg("-d")
+        .arg(&m.dir)
+        .arg("run")
+        .args(opts)
+        .arg("--")
+        .args(cmd);
     c
 }
 
@@ -101,7 +106,10 @@ impl Drop for Holder {
 /// The pids `msharectl show` lists as mapping `name`.
 fn mapper_pids(m: &Server, name: &str) -> Vec<i32> {
     let text = stdout(&ctl(m, &["show", name]));
-    let line = text.lines().find(|l| l.starts_with("pids\t")).unwrap_or("pids\t");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("pids\t"))
+        .unwrap_or("pids\t");
     let mut pids: Vec<i32> = line[5..]
         .split(',')
         .filter(|s| !s.is_empty())
@@ -118,7 +126,11 @@ fn anonymous_shared_memory_is_a_region_that_forked_children_share() {
     assert!(o.status.success(), "{o:?}");
     let text = String::from_utf8_lossy(&o.stdout);
     let addr = u64::from_str_radix(text.trim().trim_start_matches("addr 0x"), 16).unwrap();
-    assert_eq!(addr % GIB, 0, "mapped at the region's 1 GiB-aligned start: {text}");
+    assert_eq!(
+        addr % GIB,
+        0,
+        "mapped at the region's 1 GiB-aligned start: {text}"
+    );
     assert!(o.stderr.is_empty(), "nothing fell back: {o:?}");
     wait_until("the region to go with the program", || {
         names_in(&m, "anon").is_empty()
@@ -132,7 +144,11 @@ fn operators_see_the_region_with_every_process_that_maps_it() {
     let mut h = Holder::start(&m, "8M", 2);
     let names = names_in(&m, "anon");
     let program = format!("preload-probe.{}.1", h.pids[0]);
-    assert_eq!(names, [program.clone()], "named for the program and its pid");
+    assert_eq!(
+        names,
+        [program.clone()],
+        "named for the program and its pid"
+    );
     let name = format!("anon/{program}");
     let mut want = h.pids.clone();
     want.sort();
@@ -140,7 +156,10 @@ fn operators_see_the_region_with_every_process_that_maps_it() {
     let info = stdout(&ctl(&m, &["show", &name]));
     assert!(info.contains(&format!("start\t{:#x}", h.addr)), "{info}");
     assert!(info.contains("size\t8388608"), "{info}");
-    assert!(info.contains("backing\thugetlb"), "auto takes hugetlb: {info}");
+    assert!(
+        info.contains("backing\thugetlb"),
+        "auto takes hugetlb: {info}"
+    );
     let stat = stdout(&ctl(&m, &["stat", "--json"]));
     let stat: serde_json::Value = serde_json::from_str(&stat).unwrap();
     assert!(
@@ -194,7 +213,10 @@ fn munmap_of_the_whole_region_removes_it_while_the_program_runs() {
     wait_until("the region to go after munmap", || {
         names_in(&m, "anon").is_empty()
     });
-    assert!(child.try_wait().unwrap().is_none(), "the program still runs");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the program still runs"
+    );
     drop(child.stdin.take());
     assert!(child.wait().unwrap().success());
 }
@@ -285,8 +307,18 @@ fn shm_open_objects_are_regions_of_shm_with_posix_semantics() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "shm ok\n");
     assert!(names_in(&m, "shm").is_empty(), "shm_unlink removed it");
 
-    let o = probe_run(&m, &[], &["shm-make", "/kept"]);
-    assert!(o.status.success(), "{o:?}");
+    // Made and closed by a process that lives on: it stays.
+    let probe = probe();
+    let mut maker = under(&m, &[], &[probe.to_str().unwrap(), "shm-make", "/kept"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut made = String::new();
+    BufReader::new(maker.stdout.take().unwrap())
+        .read_line(&mut made)
+        .unwrap();
+    assert_eq!(made, "made\n");
     assert_eq!(names_in(&m, "shm"), ["kept"]);
     let meta = std::fs::metadata(m.path("shm/kept")).unwrap();
     use std::os::unix::fs::MetadataExt;
@@ -295,7 +327,6 @@ fn shm_open_objects_are_regions_of_shm_with_posix_semantics() {
     let n = rustix::fs::getxattr(&m.path("shm/kept"), "user.mshare.backing", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"thp", "never hugetlb");
     // Another user: EACCES from the mode bits; root opens it.
-    let probe = probe();
     let other = msharectl()
         .arg("-d")
         .arg(&m.dir)
@@ -306,14 +337,42 @@ fn shm_open_objects_are_regions_of_shm_with_posix_semantics() {
         .args(["shm-open", "/kept"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&other.stdout), "EACCES\n", "{other:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&other.stdout),
+        "EACCES\n",
+        "{other:?}"
+    );
     let o = probe_run(&m, &[], &["shm-open", "/kept"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "opened\n");
     let o = probe_run(&m, &[], &["shm-unlink", "/kept"]);
     assert!(o.status.success(), "{o:?}");
     let o = probe_run(&m, &[], &["shm-open", "/kept"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ENOENT\n");
-    assert!(!Path::new("/dev/shm/kept").exists(), "nothing went to /dev/shm");
+    assert!(
+        !Path::new("/dev/shm/kept").exists(),
+        "nothing went to /dev/shm"
+    );
+    // Made again and never unlinked: it goes with its maker, as a
+    // program's memory does.
+    let o = probe_run(&m, &[], &["shm-open", "/kept"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ENOENT\n");
+    let mut again = under(&m, &[], &[probe.to_str().unwrap(), "shm-make", "/kept"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut made = String::new();
+    BufReader::new(again.stdout.take().unwrap())
+        .read_line(&mut made)
+        .unwrap();
+    assert_eq!(names_in(&m, "shm"), ["kept"]);
+    drop(maker.stdin.take());
+    assert!(maker.wait().unwrap().success());
+    drop(again.stdin.take());
+    assert!(again.wait().unwrap().success());
+    wait_until("the object to go with its maker", || {
+        names_in(&m, "shm").is_empty()
+    });
 }
 
 #[test]
