@@ -2,9 +2,11 @@
 # The whole test suite, as CI runs it (.ci/run calls this script).
 #
 # Installs what the tests need (Debian's fuse3 for mount.fuse3, a C compiler
-# and pkg-config for the C examples, systemd for systemd-analyze, man-db, and
-# util-linux's unshare and setpriv), then checks formatting, lints and docs
-# and runs every test. The tests mount FUSE file systems, switch uids and
+# and pkg-config for the C examples, systemd for systemd-analyze, man-db,
+# util-linux's unshare, setpriv and runuser, and the programs run unmodified
+# under msharectl run: PostgreSQL 15 and stress-ng; CPython 3.13 with its
+# test suite comes with this machine kind's pyenv), then checks formatting,
+# lints and docs and runs every test. The tests mount FUSE file systems, switch uids and
 # size the hugetlb pool, so this runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +22,9 @@ command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v man >/dev/null || need+=(man-db)
-command -v setpriv >/dev/null && command -v unshare >/dev/null || need+=(util-linux)
+command -v setpriv >/dev/null && command -v unshare >/dev/null && command -v runuser >/dev/null || need+=(util-linux)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15 postgresql-client-15)
+command -v stress-ng >/dev/null || need+=(stress-ng)
 if [ ${#need[@]} -gt 0 ]; then
     echo "tools/test.sh: installing ${need[*]}"
     apt-get update -qq

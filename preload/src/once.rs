@@ -23,10 +23,12 @@ impl<T> Race<T> {
             return unsafe { &*p };
         }
         let mine = Box::into_raw(Box::new(f()));
-        match self
-            .0
-            .compare_exchange(std::ptr::null_mut(), mine, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match self.0.compare_exchange(
+            std::ptr::null_mut(),
+            mine,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             // SAFETY: ours, stored and never freed.
             Ok(_) => unsafe { &*mine },
             Err(theirs) => {

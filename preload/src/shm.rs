@@ -5,6 +5,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use libc::mode_t;
 use mshare_uapi::SHM_DIR;
@@ -65,9 +66,16 @@ pub fn open(name: *const c_char, oflag: c_int, mode: mode_t) -> c_int {
     let path = match path_of(object) {
         Ok(p) => p,
         Err(why) => {
+            // Once per process: a program may open many.
+            static SAID: AtomicBool = AtomicBool::new(false);
+            let level = if SAID.swap(true, Ordering::Relaxed) {
+                Level::Verbose
+            } else {
+                Level::Warn
+            };
             say::line(
                 config.log,
-                Level::Verbose,
+                level,
                 format_args!("shm_open left to libc: {why}"),
             );
             return raw::shm_open(name, oflag, mode);

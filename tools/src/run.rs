@@ -89,9 +89,11 @@ fn parse_take(s: &str) -> Result<String, String> {
         match t {
             "anon" | "shm" => {}
             "sysv" => {
-                return Err("SysV shared memory stays with libc: its attach count and key \
+                return Err(
+                    "SysV shared memory stays with libc: its attach count and key \
                             namespace are the kernel's (see Documentation/libmshare.md)"
-                    .into())
+                        .into(),
+                )
             }
             other => return Err(format!("'{other}' is not anon or shm")),
         }
@@ -138,7 +140,10 @@ pub fn environment(args: &RunArgs, lib: &Path, dir: Option<&Path>) -> Vec<(Strin
         ("LD_PRELOAD".to_string(), preload),
         ("MSHARE_PRELOAD_BACKING".into(), args.backing.clone().into()),
         ("MSHARE_PRELOAD_TAKE".into(), args.take.clone().into()),
-        ("MSHARE_PRELOAD_MIN_SIZE".into(), format_size(args.min_size).into()),
+        (
+            "MSHARE_PRELOAD_MIN_SIZE".into(),
+            format_size(args.min_size).into(),
+        ),
         ("MSHARE_PRELOAD_LOG".into(), log.into()),
     ];
     if let Some(d) = dir {
@@ -155,7 +160,8 @@ pub fn run(args: &RunArgs, dir: Option<&Path>) -> RunError {
     };
     let dir = dir.map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
     let mut cmd = std::process::Command::new(&args.command[0]);
-    cmd.args(&args.command[1..]).envs(environment(args, &lib, dir.as_deref()));
+    cmd.args(&args.command[1..])
+        .envs(environment(args, &lib, dir.as_deref()));
     RunError::Exec {
         command: args.command[0].to_string_lossy().into_owned(),
         source: cmd.exec(),

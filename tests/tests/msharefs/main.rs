@@ -20,3 +20,4 @@ mod security;
 mod service;
 mod stopping;
 mod transport;
+mod upstream;

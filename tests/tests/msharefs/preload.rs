@@ -274,6 +274,16 @@ fn without_a_mount_the_program_runs_on_libc_memory() {
         .output()
         .unwrap();
     assert!(o.status.success(), "shm_open falls back to /dev/shm: {o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one line for all its shm_opens: {err}"
+    );
+    assert!(
+        err.contains("shm_open left to libc: no msharefs mount"),
+        "{err}"
+    );
     drop(m);
 }
 
