@@ -17,6 +17,8 @@
 //! stderr. Calls made while the library itself is working (it needs memory
 //! and descriptors too) go straight to libc: a thread-local flag.
 
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod anon;
 mod config;
 mod mount;

@@ -32,9 +32,9 @@ impl<T> Race<T> {
             // SAFETY: ours, stored and never freed.
             Ok(_) => unsafe { &*mine },
             Err(theirs) => {
-                // SAFETY: `mine` was never shared; `theirs` is stored and
-                // never freed.
+                // SAFETY: `mine` came from Box::into_raw and was never shared.
                 drop(unsafe { Box::from_raw(mine) });
+                // SAFETY: `theirs` is stored and never freed.
                 unsafe { &*theirs }
             }
         }

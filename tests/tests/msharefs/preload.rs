@@ -146,7 +146,7 @@ fn operators_see_the_region_with_every_process_that_maps_it() {
     let program = format!("preload-probe.{}.1", h.pids[0]);
     assert_eq!(
         names,
-        [program.clone()],
+        std::slice::from_ref(&program),
         "named for the program and its pid"
     );
     let name = format!("anon/{program}");
@@ -334,7 +334,7 @@ fn shm_open_objects_are_regions_of_shm_with_posix_semantics() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.len(), meta.mode() & 0o777), (1000, 0o600));
     let mut buf = [0u8; 16];
-    let n = rustix::fs::getxattr(&m.path("shm/kept"), "user.mshare.backing", &mut buf).unwrap();
+    let n = rustix::fs::getxattr(m.path("shm/kept"), "user.mshare.backing", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"thp", "never hugetlb");
     // Another user: EACCES from the mode bits; root opens it.
     let other = msharectl()
