@@ -4,6 +4,7 @@
 #   PREFIX/lib/libmshare.so -> libmshare.so.0 -> libmshare.so.0.1.0
 #   PREFIX/lib/libmshare.a
 #   PREFIX/lib/pkgconfig/mshare.pc
+#   PREFIX/lib/libmshare-preload.so (LD_PRELOAD library of msharectl run)
 #
 # usage: tools/install-libmshare.sh [--prefix DIR] [--from TARGET_PROFILE_DIR]
 #   --prefix  where to install (default /usr/local)
@@ -26,10 +27,10 @@ done
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 major=${version%%.*}
 if [ -z "$from" ]; then
-    cargo build --release -p libmshare --quiet
+    cargo build --release -p libmshare -p mshare-preload --quiet
     from=target/release
 fi
-for f in "$from/liblibmshare.so" "$from/liblibmshare.a"; do
+for f in "$from/liblibmshare.so" "$from/liblibmshare.a" "$from/libmshare_preload.so"; do
     [ -f "$f" ] || { echo "install-libmshare.sh: $f is missing (build libmshare first)" >&2; exit 1; }
 done
 
@@ -44,6 +45,7 @@ install -m 755 "$from/liblibmshare.so" "$libdir/libmshare.so.$version"
 ln -sf "libmshare.so.$version" "$libdir/libmshare.so.$major"
 ln -sf "libmshare.so.$major" "$libdir/libmshare.so"
 install -m 644 "$from/liblibmshare.a" "$libdir/libmshare.a"
+install -m 755 "$from/libmshare_preload.so" "$libdir/libmshare-preload.so"
 cat > "$libdir/pkgconfig/mshare.pc" <<PC
 prefix=$prefix
 libdir=\${prefix}/lib

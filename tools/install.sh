@@ -6,6 +6,7 @@
 #   PREFIX/sbin/msharefs                 the FUSE server
 #   PREFIX/bin/msharectl                 the command line
 #   PREFIX/include/mshare.h, PREFIX/lib/libmshare.{so,a}, PREFIX/lib/pkgconfig/mshare.pc
+#   PREFIX/lib/libmshare-preload.so      what msharectl run preloads
 #   PREFIX/share/man/man8/msharefs.8, PREFIX/share/man/man1/msharectl*.1
 #   PREFIX/lib/systemd/system/msharefs.service   (mounts /run/mshare at boot)
 #   PREFIX/share/bash-completion/completions/msharectl,
@@ -89,6 +90,7 @@ bash tools/install-libmshare.sh --prefix "$prefix" --from "$from" >/dev/null
     echo "$prefix/share/fish/vendor_completions.d/msharectl.fish"
     echo "$prefix/include/mshare.h"
     for f in "$prefix"/lib/libmshare.*; do echo "$f"; done
+    echo "$prefix/lib/libmshare-preload.so"
     echo "$prefix/lib/pkgconfig/mshare.pc"
 } | sort -u > "$manifest"
 mandb -q 2>/dev/null || true

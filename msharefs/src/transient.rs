@@ -45,8 +45,11 @@ struct Watch {
     memory: MemoryId,
     /// The process that made it, while it lives.
     creator: Option<Proc>,
-    /// Other processes known to map it.
+    /// Other processes known to map it (or, with `session`, to be in it).
     pids: Vec<Proc>,
+    /// The creator's session, whose processes hold the region too (a POSIX
+    /// shm object outlives its creator while its program runs).
+    session: Option<u32>,
     /// Whether `/proc` must be read for it before the next wait.
     scan: bool,
 }
@@ -101,17 +104,23 @@ impl Watcher {
     }
 
     /// Watches region `ino` with memory `memory`, made by thread `tid`
-    /// (`None`, or a thread that is gone: look for mappers now).
-    pub fn watch(&self, ino: INodeNo, memory: MemoryId, tid: Option<u32>) {
+    /// (`None`, or a thread that is gone: look for mappers now); with
+    /// `by_session`, every process of the creator's session holds it too.
+    pub fn watch(&self, ino: INodeNo, memory: MemoryId, tid: Option<u32>, by_session: bool) {
         let creator = tid.and_then(thread_group).and_then(|pid| {
             let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
             Some((pid, Arc::new(fd)))
         });
+        let session = match (&creator, by_session) {
+            (Some((pid, _)), true) => session_of(*pid),
+            _ => None,
+        };
         let watch = Watch {
             memory,
             scan: creator.is_none(),
             creator,
             pids: Vec::new(),
+            session,
         };
         self.watches.lock().insert(ino, watch);
         self.kick();
@@ -147,21 +156,21 @@ impl Watcher {
     /// One round: scans what needs it, then waits for an exit or a kick
     /// (at most a second, so that a dropped watcher lets its thread end).
     fn round(&self, on_unmapped: &OnUnmapped) {
-        let todo: Vec<(INodeNo, MemoryId)> = self
+        let todo: Vec<(INodeNo, MemoryId, Option<u32>)> = self
             .watches
             .lock()
             .iter()
             .filter(|(_, w)| w.scan)
-            .map(|(&ino, w)| (ino, w.memory))
+            .map(|(&ino, w)| (ino, w.memory, w.session))
             .collect();
         let fuse_dev = self.mount_dev.get().copied();
-        for (ino, memory) in todo {
+        for (ino, memory, session) in todo {
             let file = fuse_dev.map(|(major, minor)| MemoryId {
                 major,
                 minor,
                 ino: ino.0,
             });
-            let found = mappers(&[Some(memory), file]);
+            let found = holders(&[Some(memory), file], session);
             let mut watches = self.watches.lock();
             let Some(w) = watches.get_mut(&ino) else {
                 continue;
@@ -245,8 +254,21 @@ pub fn maps_identity(line: &str) -> Option<MemoryId> {
     format!("{dev} {ino}").parse().ok()
 }
 
-/// Whether process `pid` maps any of `ids`.
-fn maps_any(pid: u32, ids: &[Option<MemoryId>]) -> bool {
+/// The session of process `pid` (`/proc/PID/stat`, the field after the
+/// process group).
+pub fn session_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the
+    // last ')'. After it: state, ppid, pgrp, session.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(3)?.parse().ok()
+}
+
+/// Whether process `pid` maps any of `ids`, or is in `session`.
+fn holds(pid: u32, ids: &[Option<MemoryId>], session: Option<u32>) -> bool {
+    if session.is_some() && session_of(pid) == session {
+        return true;
+    }
     std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|text| {
         text.lines()
             .filter_map(maps_identity)
@@ -254,19 +276,19 @@ fn maps_any(pid: u32, ids: &[Option<MemoryId>]) -> bool {
     })
 }
 
-/// The processes (other than this one) that map any of `ids`, each with a
-/// pidfd taken before its maps were read again, so that a pid reused in
-/// between is not mistaken for a mapper.
-fn mappers(ids: &[Option<MemoryId>]) -> Vec<(u32, Arc<OwnedFd>)> {
+/// The processes (other than this one) that map any of `ids` or are in
+/// `session`, each with a pidfd taken before it is looked at again, so that
+/// a pid reused in between is not mistaken for a holder.
+fn holders(ids: &[Option<MemoryId>], session: Option<u32>) -> Vec<(u32, Arc<OwnedFd>)> {
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me && maps_any(pid, ids))
+        .filter(|&pid| pid != me && holds(pid, ids, session))
         .filter_map(|pid| {
             let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
-            maps_any(pid, ids).then(|| (pid, Arc::new(fd)))
+            holds(pid, ids, session).then(|| (pid, Arc::new(fd)))
         })
         .collect()
 }
@@ -274,6 +296,14 @@ fn mappers(ids: &[Option<MemoryId>]) -> Vec<(u32, Arc<OwnedFd>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_this_process_session() {
+        let me = std::process::id();
+        let sid = nix::unistd::getsid(None).unwrap().as_raw() as u32;
+        assert_eq!(session_of(me), Some(sid));
+        assert_eq!(session_of(u32::MAX), None);
+    }
 
     #[test]
     fn reads_identities_of_maps_lines() {

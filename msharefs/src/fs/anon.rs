@@ -95,7 +95,10 @@ impl MshareFs {
         let (Some(w), Ok(memory)) = (self.anon.get(), super::xattr::memory_id(region)) else {
             return;
         };
-        w.watch(region.id, memory, tid.filter(|&t| t != 0));
+        // A shm object outlives its creator while the creator's session
+        // (its program) runs; anonymous memory lives by its mappings.
+        let by_session = region.shape == Shape::File;
+        w.watch(region.id, memory, tid.filter(|&t| t != 0), by_session);
     }
 
     /// `MSHAREFS_UNMAPPED`: look now for the processes that map `ino`.

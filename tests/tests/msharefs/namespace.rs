@@ -170,7 +170,7 @@ fn directories_rename_and_unsupported_node_types() {
         .map(|e| e.unwrap().file_name())
         .collect();
     root.sort();
-    assert_eq!(root, ["mshare_info", "sga2"]);
+    assert_eq!(root, ["anon", "mshare_info", "sga2", "shm"]);
     let st = nix::sys::statfs::statfs(&m.dir).unwrap();
     let expected = std::cmp::min(65536, descriptor_budget());
     assert_eq!(st.files(), expected, "statfs reports max_regions");
@@ -224,8 +224,8 @@ fn concurrent_clients_create_use_and_remove_regions() {
     assert!(m.server_alive());
     assert_eq!(
         fs::read_dir(&m.dir).unwrap().count(),
-        1,
-        "only mshare_info is left"
+        3,
+        "only mshare_info, anon/ and shm/ are left"
     );
     wait_until("Shmem to return", || meminfo("Shmem") < shmem0 + 8 * 1024);
     wait_until("every region to be forgotten", || {

@@ -319,11 +319,17 @@ fn shm_open_objects_are_regions_of_shm_with_posix_semantics() {
 
     // Made and closed by a process that lives on: it stays.
     let probe = probe();
-    let mut maker = under(&m, &[], &[probe.to_str().unwrap(), "shm-make", "/kept"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // In a session of its own (setsid): the object lives while a process of
+    // its maker's session does, as a program's memory does.
+    let mut maker = under(
+        &m,
+        &[],
+        &["setsid", probe.to_str().unwrap(), "shm-make", "/kept"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut made = String::new();
     BufReader::new(maker.stdout.take().unwrap())
         .read_line(&mut made)
@@ -362,15 +368,18 @@ fn shm_open_objects_are_regions_of_shm_with_posix_semantics() {
         !Path::new("/dev/shm/kept").exists(),
         "nothing went to /dev/shm"
     );
-    // Made again and never unlinked: it goes with its maker, as a
-    // program's memory does.
+    // Made again and never unlinked: it goes with its maker's session.
     let o = probe_run(&m, &[], &["shm-open", "/kept"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ENOENT\n");
-    let mut again = under(&m, &[], &[probe.to_str().unwrap(), "shm-make", "/kept"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut again = under(
+        &m,
+        &[],
+        &["setsid", probe.to_str().unwrap(), "shm-make", "/kept"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut made = String::new();
     BufReader::new(again.stdout.take().unwrap())
         .read_line(&mut made)

@@ -293,6 +293,7 @@ impl LibExamples {
             "lib/libmshare.so",
             "lib/libmshare.so.0",
             "lib/libmshare.a",
+            "lib/libmshare-preload.so",
             "lib/pkgconfig/mshare.pc",
         ] {
             assert!(prefix.join(f).exists(), "{f} installed");

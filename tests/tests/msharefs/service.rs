@@ -76,6 +76,7 @@ fn install_then_mount_t_fstab_and_uninstall() {
         trap 'umount $t/mnt $t/mnt2 2>/dev/null || true' EXIT
         bash tools/install.sh --from {from}
         for f in sbin/msharefs bin/msharectl include/mshare.h lib/libmshare.so lib/libmshare.a \
+                 lib/libmshare-preload.so \
                  lib/pkgconfig/mshare.pc share/man/man8/msharefs.8 share/man/man1/msharectl.1 \
                  share/man/man1/msharectl-pool.1 share/man/man1/msharectl-ksm.1 \
                  share/bash-completion/completions/msharectl share/zsh/site-functions/_msharectl \
@@ -92,6 +93,7 @@ fn install_then_mount_t_fstab_and_uninstall() {
         echo "mount-t: $(cat $t/mnt/mshare_info)"
         /usr/local/bin/msharectl -d $t/mnt create r 2M
         /usr/local/bin/msharectl -d $t/mnt list
+        /usr/local/bin/msharectl -d $t/mnt run -- sh -c 'echo "preloaded: $LD_PRELOAD"'
         grep " $t/mnt " /proc/self/mountinfo
         umount $t/mnt
         mount $t/mnt2
@@ -115,6 +117,10 @@ fn install_then_mount_t_fstab_and_uninstall() {
         "msharectl list shows the region:\n{out}"
     );
     assert!(out.contains("fstab: 4194304"), "{out}");
+    assert!(
+        out.contains("preloaded: /usr/local/lib/libmshare-preload.so"),
+        "msharectl run finds the installed preload library:\n{out}"
+    );
     assert!(
         out.contains("left: 0"),
         "uninstall removes every file:\n{out}"
