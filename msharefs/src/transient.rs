@@ -1,19 +1,23 @@
-//! Regions that live as long as anonymous memory: those of
-//! [`mshare_uapi::ANON_DIR`], made by the preload library in place of
-//! `mmap(MAP_SHARED|MAP_ANONYMOUS)`. Their memory is freed by the kernel
-//! with the last mapping (the server holds it only through the name), so
-//! the server's job is to remove the *name* once no process maps the region.
-//! The program cannot be asked to do it: after `kill -9` it runs no code.
+//! Regions that live as long as the program that uses them, made by the
+//! preload library: those of [`mshare_uapi::ANON_DIR`] (anonymous shared
+//! memory, which lives by its mappings) and of [`mshare_uapi::SHM_DIR`]
+//! (POSIX shm objects, which also live while a process of their creator's
+//! session does, or a descriptor is open). The kernel frees the memory with
+//! the last mapping once the server drops the name, so the server's job is
+//! to remove the *name* in time. The program cannot be asked to do it:
+//! after `kill -9` it runs no code.
 //!
-//! [`Watcher`] holds, for each such region, a pidfd of every process known
-//! to map it (at first its creator, the process that made the request). A
-//! thread polls them. When the last one exits, or when the library says its
-//! process unmapped the region ([`Watcher::recheck`]), it reads
-//! `/proc/PID/maps` of every process for the region's identities
-//! (its backing file's device and inode, and the region file's for a mapping
-//! through FUSE passthrough). The processes found are watched in turn
-//! (children that a creator forked keep the region listed after it exits);
-//! when none is found, the region is removed.
+//! [`Watcher`] holds, for each such region, a pidfd of its creator (the
+//! process that made the request) and of every other process known to hold
+//! it. A thread polls them. When the last one exits, or when the library
+//! says its process unmapped the region, or a region's last descriptor is
+//! closed ([`Watcher::recheck`]), it reads `/proc/PID/maps` of every process
+//! for the region's identities (its backing file's device and inode, and
+//! the region file's for a mapping through FUSE passthrough), and for a shm
+//! object `/proc/PID/stat` for the session. The processes found are watched
+//! in turn (children that a creator forked keep the region after it exits);
+//! when none is found, the file system is asked to remove the region
+//! ([`OnUnmapped`]), which it does unless a descriptor is still open.
 //!
 //! A process of another user is seen only by a server run as root, which
 //! is how msharefs is meant to run; a server of one user only removes names

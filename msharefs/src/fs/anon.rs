@@ -1,8 +1,8 @@
 //! The directories the preload library uses ([`ANON_DIR`], [`SHM_DIR`]) and
 //! their regions, which live as long as the program that uses them
 //! ([`crate::transient`]): a region of [`ANON_DIR`] until no process maps
-//! it; one of [`SHM_DIR`] until its creator is gone and no process maps it
-//! or holds it open.
+//! it; one of [`SHM_DIR`] until no process of its creator's session is
+//! left, no process maps it and no descriptor of it is open.
 
 use std::ffi::OsStr;
 use std::io;

@@ -10,7 +10,9 @@
 //! - [`SHM_DIR`]: POSIX shared memory objects. Any size, set and changed by
 //!   `ftruncate` as often as the program likes, never hugetlb (which could
 //!   not be mapped through the region file, nor sized to a byte). There is
-//!   no start: the program maps the file wherever it wants.
+//!   no start: the program maps the file wherever it wants. The server
+//!   removes it once its creator's session is gone and nothing maps it or
+//!   holds it open ([`crate::transient`]).
 //!
 //! Only the directories of those names directly in the root and owned by
 //! the root's owner count, so that no user can make a directory that
