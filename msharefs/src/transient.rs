@@ -1,8 +1,8 @@
 //! Regions that live as long as the program that uses them, made by the
 //! preload library: those of [`mshare_uapi::ANON_DIR`] (anonymous shared
 //! memory, which lives by its mappings) and of [`mshare_uapi::SHM_DIR`]
-//! (POSIX shm objects, which also live while a process of their creator's
-//! session does, or a descriptor is open). The kernel frees the memory with
+//! (POSIX shm objects, which also live while their creator's parent does,
+//! or a descriptor is open). The kernel frees the memory with
 //! the last mapping once the server drops the name, so the server's job is
 //! to remove the *name* in time. The program cannot be asked to do it:
 //! after `kill -9` it runs no code.
@@ -13,8 +13,7 @@
 //! says its process unmapped the region, or a region's last descriptor is
 //! closed ([`Watcher::recheck`]), it reads `/proc/PID/maps` of every process
 //! for the region's identities (its backing file's device and inode, and
-//! the region file's for a mapping through FUSE passthrough), and for a shm
-//! object `/proc/PID/stat` for the session. The processes found are watched
+//! the region file's for a mapping through FUSE passthrough). The processes found are watched
 //! in turn (children that a creator forked keep the region after it exits);
 //! when none is found, the file system is asked to remove the region
 //! ([`OnUnmapped`]), which it does unless a descriptor is still open.
@@ -49,18 +48,19 @@ struct Watch {
     memory: MemoryId,
     /// The process that made it, while it lives.
     creator: Option<Proc>,
-    /// Other processes known to map it (or, with `session`, to be in it).
+    /// For a shm object, the creator's parent (not init), while it lives: a
+    /// process of a program may make an object for the others and exit
+    /// (PostgreSQL's startup process makes the statistics segment).
+    parent: Option<Proc>,
+    /// Other processes known to map it.
     pids: Vec<Proc>,
-    /// The creator's session, whose processes hold the region too (a POSIX
-    /// shm object outlives its creator while its program runs).
-    session: Option<u32>,
     /// Whether `/proc` must be read for it before the next wait.
     scan: bool,
 }
 
 impl Watch {
     fn procs(&self) -> impl Iterator<Item = &Proc> {
-        self.creator.iter().chain(&self.pids)
+        self.creator.iter().chain(&self.parent).chain(&self.pids)
     }
 }
 
@@ -109,22 +109,31 @@ impl Watcher {
 
     /// Watches region `ino` with memory `memory`, made by thread `tid`
     /// (`None`, or a thread that is gone: look for mappers now); with
-    /// `by_session`, every process of the creator's session holds it too.
-    pub fn watch(&self, ino: INodeNo, memory: MemoryId, tid: Option<u32>, by_session: bool) {
+    /// `with_parent`, the creator's parent holds it too.
+    pub fn watch(&self, ino: INodeNo, memory: MemoryId, tid: Option<u32>, with_parent: bool) {
         let creator = tid.and_then(thread_group).and_then(|pid| {
             let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
             Some((pid, Arc::new(fd)))
         });
-        let session = match (&creator, by_session) {
-            (Some((pid, _)), true) => session_of(*pid),
+        let parent = match (&creator, with_parent) {
+            (Some((pid, _)), true) => parent_of(*pid).filter(|&p| p > 1).and_then(|p| {
+                let fd = pidfd_open(Pid::from_raw(p as i32)?, PidfdFlags::empty()).ok()?;
+                Some((p, Arc::new(fd)))
+            }),
             _ => None,
         };
+        debug!(
+            "region inode {}: made by thread {tid:?}, process {:?} (parent {:?})",
+            ino.0,
+            creator.as_ref().map(|c| c.0),
+            parent.as_ref().map(|c| c.0)
+        );
         let watch = Watch {
             memory,
             scan: creator.is_none(),
             creator,
+            parent,
             pids: Vec::new(),
-            session,
         };
         self.watches.lock().insert(ino, watch);
         self.kick();
@@ -138,6 +147,7 @@ impl Watcher {
             w.scan = true;
             if creator_done {
                 w.creator = None;
+                w.parent = None;
             }
         }
         self.kick();
@@ -160,28 +170,28 @@ impl Watcher {
     /// One round: scans what needs it, then waits for an exit or a kick
     /// (at most a second, so that a dropped watcher lets its thread end).
     fn round(&self, on_unmapped: &OnUnmapped) {
-        let todo: Vec<(INodeNo, MemoryId, Option<u32>)> = self
+        let todo: Vec<(INodeNo, MemoryId)> = self
             .watches
             .lock()
             .iter()
             .filter(|(_, w)| w.scan)
-            .map(|(&ino, w)| (ino, w.memory, w.session))
+            .map(|(&ino, w)| (ino, w.memory))
             .collect();
         let fuse_dev = self.mount_dev.get().copied();
-        for (ino, memory, session) in todo {
+        for (ino, memory) in todo {
             let file = fuse_dev.map(|(major, minor)| MemoryId {
                 major,
                 minor,
                 ino: ino.0,
             });
-            let found = holders(&[Some(memory), file], session);
+            let found = mappers(&[Some(memory), file]);
             let mut watches = self.watches.lock();
             let Some(w) = watches.get_mut(&ino) else {
                 continue;
             };
             w.scan = false;
             w.pids = found;
-            if w.pids.is_empty() && w.creator.is_none() {
+            if w.pids.is_empty() && w.creator.is_none() && w.parent.is_none() {
                 drop(watches);
                 debug!("region inode {}: no process maps it", ino.0);
                 if !on_unmapped(ino) {
@@ -231,7 +241,10 @@ impl Watcher {
                 if w.creator.as_ref().is_some_and(|(p, _)| *p == pid) {
                     w.creator = None;
                 }
-                w.scan |= w.creator.is_none() && w.pids.is_empty();
+                if w.parent.as_ref().is_some_and(|(p, _)| *p == pid) {
+                    w.parent = None;
+                }
+                w.scan |= w.creator.is_none() && w.parent.is_none() && w.pids.is_empty();
             }
         }
     }
@@ -258,21 +271,23 @@ pub fn maps_identity(line: &str) -> Option<MemoryId> {
     format!("{dev} {ino}").parse().ok()
 }
 
-/// The session of process `pid` (`/proc/PID/stat`, the field after the
-/// process group).
-pub fn session_of(pid: u32) -> Option<u32> {
+/// Field `n` after the command name of `/proc/PID/stat` (0: state,
+/// 1: parent).
+fn stat_field(pid: u32, n: usize) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields follow the
-    // last ')'. After it: state, ppid, pgrp, session.
+    // last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(3)?.parse().ok()
+    rest.split_ascii_whitespace().nth(n)?.parse().ok()
 }
 
-/// Whether process `pid` maps any of `ids`, or is in `session`.
-fn holds(pid: u32, ids: &[Option<MemoryId>], session: Option<u32>) -> bool {
-    if session.is_some() && session_of(pid) == session {
-        return true;
-    }
+/// The parent of process `pid`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_field(pid, 1)
+}
+
+/// Whether process `pid` maps any of `ids`.
+fn maps_any(pid: u32, ids: &[Option<MemoryId>]) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|text| {
         text.lines()
             .filter_map(maps_identity)
@@ -280,19 +295,19 @@ fn holds(pid: u32, ids: &[Option<MemoryId>], session: Option<u32>) -> bool {
     })
 }
 
-/// The processes (other than this one) that map any of `ids` or are in
-/// `session`, each with a pidfd taken before it is looked at again, so that
-/// a pid reused in between is not mistaken for a holder.
-fn holders(ids: &[Option<MemoryId>], session: Option<u32>) -> Vec<(u32, Arc<OwnedFd>)> {
+/// The processes (other than this one) that map any of `ids`, each with a
+/// pidfd taken before its maps are read again, so that a pid reused in
+/// between is not mistaken for a mapper.
+fn mappers(ids: &[Option<MemoryId>]) -> Vec<(u32, Arc<OwnedFd>)> {
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me && holds(pid, ids, session))
+        .filter(|&pid| pid != me && maps_any(pid, ids))
         .filter_map(|pid| {
             let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
-            holds(pid, ids, session).then(|| (pid, Arc::new(fd)))
+            maps_any(pid, ids).then(|| (pid, Arc::new(fd)))
         })
         .collect()
 }
@@ -302,11 +317,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_this_process_session() {
+    fn reads_this_process_parent() {
         let me = std::process::id();
-        let sid = nix::unistd::getsid(None).unwrap().as_raw() as u32;
-        assert_eq!(session_of(me), Some(sid));
-        assert_eq!(session_of(u32::MAX), None);
+        assert_eq!(parent_of(me), Some(std::os::unix::process::parent_id()));
+        assert_eq!(parent_of(u32::MAX), None);
     }
 
     #[test]

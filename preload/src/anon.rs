@@ -114,21 +114,28 @@ fn map_region(
         mshare_uapi::PAGE_SIZE
     };
     let size = (len as u64).div_ceil(granule) * granule;
-    let name = format!(
-        "{ANON_DIR}/{}.{}.{}",
-        program(),
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed) + 1
-    );
     let opts = CreateOptions {
         backing: Some(kind),
         mode: 0o600,
         exclusive: true,
         whole_object: true,
     };
-    let region = mount
-        .create(&name, 0, size, &opts)
-        .map_err(|e| format!("{kind}: {e}"))?;
+    // A name can be taken by a region this pid made before an exec (the
+    // counter starts again): the next number then.
+    let (name, region) = loop {
+        let name = format!(
+            "{ANON_DIR}/{}.{}.{}",
+            program(),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        match mount.create(&name, 0, size, &opts) {
+            Ok(r) => break (name, r),
+            Err(e) if e.errno() as i32 == libc::EEXIST && SEQ.load(Ordering::Relaxed) < 1 << 20 => {
+            }
+            Err(e) => return Err(format!("{kind}: {e}")),
+        }
+    };
     let mapping = match region.map() {
         Ok(m) => m,
         Err(e) => {

@@ -1,8 +1,8 @@
 //! The directories the preload library uses ([`ANON_DIR`], [`SHM_DIR`]) and
 //! their regions, which live as long as the program that uses them
 //! ([`crate::transient`]): a region of [`ANON_DIR`] until no process maps
-//! it; one of [`SHM_DIR`] until no process of its creator's session is
-//! left, no process maps it and no descriptor of it is open.
+//! it; one of [`SHM_DIR`] until its creator and the creator's parent are
+//! gone, no process maps it and no descriptor of it is open.
 
 use std::ffi::OsStr;
 use std::io;
@@ -95,10 +95,10 @@ impl MshareFs {
         let (Some(w), Ok(memory)) = (self.anon.get(), super::xattr::memory_id(region)) else {
             return;
         };
-        // A shm object outlives its creator while the creator's session
+        // A shm object outlives its creator while the creator's parent
         // (its program) runs; anonymous memory lives by its mappings.
-        let by_session = region.shape == Shape::File;
-        w.watch(region.id, memory, tid.filter(|&t| t != 0), by_session);
+        let with_parent = region.shape == Shape::File;
+        w.watch(region.id, memory, tid.filter(|&t| t != 0), with_parent);
     }
 
     /// `MSHAREFS_UNMAPPED`: look now for the processes that map `ino`.

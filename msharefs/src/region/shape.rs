@@ -11,8 +11,8 @@
 //!   `ftruncate` as often as the program likes, never hugetlb (which could
 //!   not be mapped through the region file, nor sized to a byte). There is
 //!   no start: the program maps the file wherever it wants. The server
-//!   removes it once its creator's session is gone and nothing maps it or
-//!   holds it open ([`crate::transient`]).
+//!   removes it once its creator and the creator's parent are gone and
+//!   nothing maps it or holds it open ([`crate::transient`]).
 //!
 //! Only the directories of those names directly in the root and owned by
 //! the root's owner count, so that no user can make a directory that

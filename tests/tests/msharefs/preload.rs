@@ -307,6 +307,10 @@ fn mremap_madvise_threads_and_exec_behave() {
     wait_until("every region to go", || names_in(&m, "anon").is_empty());
 }
 
+/// `sh -c MAKER PROBE`: the probe makes /kept in a session of its own, its
+/// parent the shell (which stays: `; true`), until its stdin closes.
+const MAKER: &str = "setsid \"$0\" shm-make /kept; true";
+
 #[test]
 fn shm_open_objects_are_regions_of_shm_with_posix_semantics() {
     // On a hugetlb mount too: a shm object is never hugetlb (it could not
@@ -319,17 +323,14 @@ fn shm_open_objects_are_regions_of_shm_with_posix_semantics() {
 
     // Made and closed by a process that lives on: it stays.
     let probe = probe();
-    // In a session of its own (setsid): the object lives while a process of
-    // its maker's session does, as a program's memory does.
-    let mut maker = under(
-        &m,
-        &[],
-        &["setsid", probe.to_str().unwrap(), "shm-make", "/kept"],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
+    // In a session of its own, under a shell that waits for it: the object
+    // lives while its maker's session or its maker's parent does, as a
+    // program's memory does.
+    let mut maker = under(&m, &[], &["sh", "-c", MAKER, probe.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut made = String::new();
     BufReader::new(maker.stdout.take().unwrap())
         .read_line(&mut made)
@@ -368,18 +369,15 @@ fn shm_open_objects_are_regions_of_shm_with_posix_semantics() {
         !Path::new("/dev/shm/kept").exists(),
         "nothing went to /dev/shm"
     );
-    // Made again and never unlinked: it goes with its maker's session.
+    // Made again and never unlinked: it goes with its maker's session and
+    // parent.
     let o = probe_run(&m, &[], &["shm-open", "/kept"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ENOENT\n");
-    let mut again = under(
-        &m,
-        &[],
-        &["setsid", probe.to_str().unwrap(), "shm-make", "/kept"],
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut again = under(&m, &[], &["sh", "-c", MAKER, probe.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut made = String::new();
     BufReader::new(again.stdout.take().unwrap())
         .read_line(&mut made)
