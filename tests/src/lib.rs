@@ -483,10 +483,24 @@ impl Server {
 
     /// Kills the server with SIGKILL, as a crash or the OOM killer would;
     /// its dead mount stays.
+    ///
+    /// Returns once the kernel has torn the connection down. With FUSE over
+    /// io_uring that happens after the process is reaped (the ring is
+    /// released by a kernel worker), and a request made in between waits
+    /// and then fails with `ECONNABORTED` instead of `ENOTCONN`.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("server already stopped");
         child.kill().unwrap();
         child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // statfs always reaches the connection: nothing caches it.
+        while nix::sys::statfs::statfs(&self.dir).err() != Some(nix::errno::Errno::ENOTCONN) {
+            assert!(
+                Instant::now() < deadline,
+                "the kernel kept the connection of the killed server"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Starts a new server with the same arguments on the same mount point
