@@ -169,12 +169,17 @@ impl Watcher {
 
     /// One round: scans what needs it, then waits for an exit or a kick
     /// (at most a second, so that a dropped watcher lets its thread end).
+    ///
+    /// A region whose creator (or that creator's parent) lives stays
+    /// whoever maps it, so its scan waits until they are gone: reading
+    /// every process's maps costs milliseconds with hundreds of processes,
+    /// and PostgreSQL closes a shm object in every backend it starts.
     fn round(&self, on_unmapped: &OnUnmapped) {
         let todo: Vec<(INodeNo, MemoryId)> = self
             .watches
             .lock()
             .iter()
-            .filter(|(_, w)| w.scan)
+            .filter(|(_, w)| w.scan && w.creator.is_none() && w.parent.is_none())
             .map(|(&ino, w)| (ino, w.memory))
             .collect();
         let fuse_dev = self.mount_dev.get().copied();
