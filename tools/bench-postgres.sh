@@ -9,15 +9,17 @@
 #
 # For each client count: pgbench -S (select-only) for --duration seconds
 # after pg_prewarm, and the kernel's PageTables (/proc/meminfo) at its
-# highest during the run, less what it was before the server started; tps
-# and the initial connection time as pgbench reports them. Then ratios
-# against `on`, and how much less than `off` msharefs pays in page tables.
+# highest during the run, less what it was before pgbench started; tps and
+# the initial connection time as pgbench reports them. The three ways take
+# turns, --repeat times, and the medians are printed, with ratios against
+# `on` and how much less than `off` msharefs pays in page tables: on two
+# CPUs shared by 300 backends and pgbench, one run's tps varies by 15%.
 #
 # Root: it makes a temporary cluster (as the postgres user), a private
 # msharefs mount and, for `on`, huge pages; it puts all of them back.
 #
 #   tools/bench-postgres.sh [--clients 100,300] [--scale 120]
-#                           [--shared-buffers 2GB] [--duration 40]
+#                           [--shared-buffers 2GB] [--duration 40] [--repeat 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,13 +27,15 @@ clients=100,300
 scale=120
 shared_buffers=2GB
 duration=40
+repeat=3
 while [ $# -gt 0 ]; do
     case "$1" in
     --clients) clients=$2; shift 2 ;;
     --scale) scale=$2; shift 2 ;;
     --shared-buffers) shared_buffers=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --repeat) repeat=$2; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-postgres: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -94,6 +98,7 @@ for _ in $(seq 100); do grep -q " $mnt fuse.msharefs " /proc/self/mountinfo && b
 pagetables() { awk '/^PageTables:/ { print $2 * 1024 }' /proc/meminfo; }
 
 results=()
+for rep in $(seq "$repeat"); do
 for way in off on msharefs; do
     case $way in
     off) start off ;;
@@ -119,25 +124,38 @@ for way in off on msharefs; do
         tps=$(awk '/^tps = / { printf "%d", $3 }' "$work/out")
         conn=$(awk '/initial connection time/ { printf "%d", $5 }' "$work/out")
         results+=("$way $c $((peak - base)) $tps $conn")
-        echo "bench-postgres: $way, $c clients: done" >&2
+        echo "bench-postgres: round $rep of $repeat, $way, $c clients: $tps tps" >&2
     done
     pg_stop
     [ "$way" = on ] && echo "$pages_before" > /proc/sys/vm/nr_hugepages
 done
+done
 
-printf '%s\n' "${results[@]}" | awk -v sb="$shared_buffers" -v s="$scale" -v d="$duration" '
-    { way[NR] = $1; c[NR] = $2; pt[NR] = $3; tps[NR] = $4; conn[NR] = $5; key[$1 " " $2] = NR }
+# The median of each figure, per way and client count.
+printf '%s\n' "${results[@]}" | sort -k1,1 -k2,2n | awk -v sb="$shared_buffers" -v s="$scale" -v d="$duration" -v r="$repeat" '
+    function median(list,   a, n, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    {
+        k = $1 " " $2
+        if (!(k in seen)) { seen[k] = 1; keys[++nk] = k }
+        pt[k] = pt[k] " " $3; tps[k] = tps[k] " " $4; conn[k] = conn[k] " " $5
+    }
     function mb(b) { return sprintf("%.1f MB", b / 1e6) }
     END {
-        printf "PostgreSQL 15, shared_buffers=%s, pgbench -i -s %s, pg_prewarm, pgbench -S -j 2 -T %s\n\n", sb, s, d
+        for (i = 1; i <= nk; i++) { k = keys[i]; P[k] = median(pt[k]); T[k] = median(tps[k]); C[k] = median(conn[k]) }
+        printf "PostgreSQL 15, shared_buffers=%s, pgbench -i -s %s, pg_prewarm, pgbench -S -j 2 -T %s; medians of %d rounds\n\n", sb, s, d, r
         printf "%-9s %7s %14s %14s %8s %10s %12s %10s\n", "way", "clients", "page tables", "per backend", "tps", "connect", "pt vs on", "tps vs on"
-        for (i = 1; i <= NR; i++) {
-            on = key["on " c[i]]
-            printf "%-9s %7d %14s %11.1f KB %8d %7d ms %11.2fx %9.2fx\n", way[i], c[i], mb(pt[i]), pt[i] / c[i] / 1024, tps[i], conn[i], pt[i] / pt[on], tps[i] / tps[on]
+        split("off on msharefs", ways, " ")
+        for (w = 1; w <= 3; w++) for (i = 1; i <= nk; i++) {
+            k = keys[i]; split(k, f, " "); if (f[1] != ways[w]) continue
+            on = "on " f[2]
+            printf "%-9s %7d %14s %11.1f KB %8d %7d ms %11.2fx %9.2fx\n", f[1], f[2], mb(P[k]), P[k] / f[2] / 1024, T[k], C[k], P[k] / P[on], T[k] / T[on]
         }
         printf "\n"
-        for (i = 1; i <= NR; i++) if (way[i] == "msharefs") {
-            off = key["off " c[i]]
-            printf "%d clients: msharefs pays %.0fx less in page tables than huge_pages=off\n", c[i], pt[off] / pt[i]
+        for (i = 1; i <= nk; i++) { k = keys[i]; split(k, f, " "); if (f[1] != "msharefs") continue
+            printf "%d clients: msharefs pays %.0fx less in page tables than huge_pages=off\n", f[2], P["off " f[2]] / P[k]
         }
     }'

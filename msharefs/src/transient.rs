@@ -11,7 +11,8 @@
 //! process that made the request) and of every other process known to hold
 //! it. A thread polls them. When the last one exits, or when the library
 //! says its process unmapped the region, or a region's last descriptor is
-//! closed ([`Watcher::recheck`]), it reads `/proc/PID/maps` of every process
+//! closed ([`Watcher::recheck`]) and its creator (and, for a shm object,
+//! the creator's parent) is gone, it reads `/proc/PID/maps` of every process
 //! for the region's identities (its backing file's device and inode, and
 //! the region file's for a mapping through FUSE passthrough). The processes found are watched
 //! in turn (children that a creator forked keep the region after it exits);
