@@ -408,7 +408,7 @@ fn main() -> ExitCode {
         }
     };
 
-    let state = match open_state(&opts, &target) {
+    let mut state = match open_state(&opts, &target) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("msharefs: {e}");
@@ -439,6 +439,9 @@ fn main() -> ExitCode {
             }
         }
     };
+    if let (Some(_), Some((dir, _))) = (&detached, &mut state) {
+        dir.write_pid();
+    }
     if let Err(e) = daemon::block_stop_signals() {
         eprintln!("msharefs: cannot block signals: {e}");
         return ExitCode::from(1);

@@ -157,6 +157,16 @@ impl StateDir {
         &self.path
     }
 
+    /// Writes this process's pid in the lock again: the lock (an `flock`,
+    /// which a forked child holds with its parent) was taken before the
+    /// server detached, and the pid written then is the parent's, which
+    /// has exited.
+    pub fn write_pid(&mut self) {
+        if let Err(e) = write_pid(&mut self.lock) {
+            warn!("{}/lock: {e}", self.path.display());
+        }
+    }
+
     /// Notes the time the regions were kept with no server (the lock's
     /// modification time, which `msharectl kept` shows).
     pub fn mark_kept(&self) {
@@ -261,11 +271,15 @@ fn lock(path: &Path) -> Result<Flock<File>, String> {
             ));
         }
     };
-    let me = std::process::id();
-    let _ = held.set_len(0);
-    let _ = held.rewind();
-    let _ = writeln!(held, "{me}");
+    write_pid(&mut held).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(held)
+}
+
+/// Replaces what `lock` holds with this process's pid.
+fn write_pid(lock: &mut File) -> std::io::Result<()> {
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{}", std::process::id())
 }
 
 /// The directory of one backing instance at `dir`: mounted there unless a
