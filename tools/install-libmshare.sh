@@ -3,7 +3,7 @@
 #   PREFIX/include/mshare.h
 #   PREFIX/lib/libmshare.so -> libmshare.so.0 -> libmshare.so.0.1.0
 #   PREFIX/lib/libmshare.a
-#   PREFIX/lib/pkgconfig/mshare.pc
+#   PREFIX/lib/pkgconfig/mshare.pc, mshare-static.pc (links libmshare.a)
 #   PREFIX/lib/libmshare-preload.so (LD_PRELOAD library of msharectl run)
 #
 # usage: tools/install-libmshare.sh [--prefix DIR] [--from TARGET_PROFILE_DIR]
@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) prefix=$2; shift 2 ;;
         --from) from=$2; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "install-libmshare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -39,6 +39,12 @@ done
 private="-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
 
 libdir=$prefix/lib
+# Outside the directories the dynamic linker searches, a program built with
+# mshare.pc must say where the library is.
+case "$prefix" in
+/usr|/usr/local) rpath= ;;
+*) rpath=" -Wl,-rpath,\${libdir}" ;;
+esac
 install -d "$prefix/include" "$libdir/pkgconfig"
 install -m 644 libmshare/include/mshare.h "$prefix/include/mshare.h"
 install -m 755 "$from/liblibmshare.so" "$libdir/libmshare.so.$version"
@@ -54,8 +60,21 @@ includedir=\${prefix}/include
 Name: mshare
 Description: msharefs client library: shared memory regions with shared page tables
 Version: $version
-Libs: -L\${libdir} -lmshare
+Libs: -L\${libdir} -lmshare$rpath
 Libs.private: $private
+Cflags: -I\${includedir}
+PC
+# With both libraries in one directory, -lmshare is the .so even with
+# --static: a program that wants the .a names it.
+cat > "$libdir/pkgconfig/mshare-static.pc" <<PC
+prefix=$prefix
+libdir=\${prefix}/lib
+includedir=\${prefix}/include
+
+Name: mshare-static
+Description: msharefs client library, linked statically (libmshare.a)
+Version: $version
+Libs: \${libdir}/libmshare.a $private
 Cflags: -I\${includedir}
 PC
 if [ "$prefix" = /usr/local ] || [ "$prefix" = /usr ]; then

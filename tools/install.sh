@@ -5,14 +5,17 @@
 # PATH: /usr/local/sbin is in it):
 #   PREFIX/sbin/msharefs                 the FUSE server
 #   PREFIX/bin/msharectl                 the command line
-#   PREFIX/include/mshare.h, PREFIX/lib/libmshare.{so,a}, PREFIX/lib/pkgconfig/mshare.pc
+#   PREFIX/include/mshare.h, PREFIX/lib/libmshare.{so,a}, PREFIX/lib/pkgconfig/mshare{,-static}.pc
 #   PREFIX/lib/libmshare-preload.so      what msharectl run preloads
 #   PREFIX/share/man/man8/msharefs.8, PREFIX/share/man/man1/msharectl*.1
 #   PREFIX/lib/systemd/system/msharefs.service   (mounts /run/mshare at boot)
+#   PREFIX/share/msharefs/postgresql-msharefs.conf   (a drop-in for Debian's
+#                                        postgresql@.service: postgresql.md)
 #   PREFIX/share/bash-completion/completions/msharectl,
 #   PREFIX/share/zsh/site-functions/_msharectl,
 #   PREFIX/share/fish/vendor_completions.d/msharectl.fish   (shell completions)
 #   PREFIX/share/msharefs/installed      the list of files, for --uninstall
+#   PREFIX/share/msharefs/directories    the directories it made, for --uninstall
 # and installs Debian's fuse3 (mount.fuse3) if it is missing.
 #
 # usage: tools/install.sh [--prefix DIR] [--from DIR] [--uninstall]
@@ -31,11 +34,12 @@ while [ $# -gt 0 ]; do
         --prefix) prefix=$2; shift 2 ;;
         --from) from=$2; shift 2 ;;
         --uninstall) uninstall=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "install.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
 manifest=$prefix/share/msharefs/installed
+made_dirs=$prefix/share/msharefs/directories
 
 if [ -n "$uninstall" ]; then
     [ -f "$manifest" ] || { echo "install.sh: nothing installed under $prefix ($manifest is missing)" >&2; exit 1; }
@@ -43,6 +47,15 @@ if [ -n "$uninstall" ]; then
         rm -f "$f"
     done < "$manifest"
     rm -f "$manifest"
+    # The directories the install made, deepest first; one that holds
+    # something else now stays.
+    if [ -f "$made_dirs" ]; then
+        dirs=$(sort -r "$made_dirs")
+        rm -f "$made_dirs"
+        while IFS= read -r d; do
+            [ -n "$d" ] && rmdir "$d" 2>/dev/null || true
+        done <<<"$dirs"
+    fi
     rmdir "$prefix/share/msharefs" 2>/dev/null || true
     ldconfig 2>/dev/null || true
     echo "removed msharefs from $prefix"
@@ -65,7 +78,19 @@ trap 'rm -rf "$staging"' EXIT
 "$from/msharectl" generate-man "$staging"
 "$from/msharectl" generate-completions "$staging/completions"
 sed "s|@SBINDIR@|$prefix/sbin|" msharefs/systemd/msharefs.service.in > "$staging/msharefs.service"
+sed "s|/usr/local/|$prefix/|g" tools/systemd/postgresql-msharefs.conf > "$staging/postgresql-msharefs.conf"
 
+# The directories that do not exist yet, to remove them on --uninstall.
+made=()
+for d in sbin bin include lib/pkgconfig lib/systemd/system share/man/man8 share/man/man1 \
+    share/msharefs share/bash-completion/completions share/zsh/site-functions \
+    share/fish/vendor_completions.d; do
+    d=$prefix/$d
+    while [ ! -e "$d" ]; do
+        made+=("$d")
+        d=$(dirname "$d")
+    done
+done
 install -d "$prefix/sbin" "$prefix/bin" "$prefix/share/man/man8" "$prefix/share/man/man1" \
     "$prefix/lib/systemd/system" "$prefix/share/msharefs" \
     "$prefix/share/bash-completion/completions" "$prefix/share/zsh/site-functions" \
@@ -75,6 +100,7 @@ install -m 755 "$from/msharectl" "$prefix/bin/msharectl"
 install -m 644 "$staging/msharefs.8" "$prefix/share/man/man8/msharefs.8"
 install -m 644 "$staging"/msharectl*.1 "$prefix/share/man/man1/"
 install -m 644 "$staging/msharefs.service" "$prefix/lib/systemd/system/msharefs.service"
+install -m 644 "$staging/postgresql-msharefs.conf" "$prefix/share/msharefs/postgresql-msharefs.conf"
 install -m 644 "$staging/completions/msharectl.bash" "$prefix/share/bash-completion/completions/msharectl"
 install -m 644 "$staging/completions/_msharectl" "$prefix/share/zsh/site-functions/_msharectl"
 install -m 644 "$staging/completions/msharectl.fish" "$prefix/share/fish/vendor_completions.d/msharectl.fish"
@@ -85,6 +111,7 @@ bash tools/install-libmshare.sh --prefix "$prefix" --from "$from" >/dev/null
     echo "$prefix/share/man/man8/msharefs.8"
     for f in "$staging"/msharectl*.1; do echo "$prefix/share/man/man1/${f##*/}"; done
     echo "$prefix/lib/systemd/system/msharefs.service"
+    echo "$prefix/share/msharefs/postgresql-msharefs.conf"
     echo "$prefix/share/bash-completion/completions/msharectl"
     echo "$prefix/share/zsh/site-functions/_msharectl"
     echo "$prefix/share/fish/vendor_completions.d/msharectl.fish"
@@ -92,12 +119,25 @@ bash tools/install-libmshare.sh --prefix "$prefix" --from "$from" >/dev/null
     for f in "$prefix"/lib/libmshare.*; do echo "$f"; done
     echo "$prefix/lib/libmshare-preload.so"
     echo "$prefix/lib/pkgconfig/mshare.pc"
+    echo "$prefix/lib/pkgconfig/mshare-static.pc"
 } | sort -u > "$manifest"
+if [ ${#made[@]} -gt 0 ]; then
+    printf '%s\n' "${made[@]}" | sort -u >> "$made_dirs"
+fi
 mandb -q 2>/dev/null || true
 echo "installed msharefs in $prefix:"
 sed 's/^/  /' "$manifest"
+case "$prefix/sbin" in
+/usr/local/sbin|/usr/sbin|/sbin)
+    mount_it="mkdir -p /run/mshare && mount -t fuse.msharefs msharefs /run/mshare" ;;
+*)
+    # mount(8) runs mount.fuse3, which finds the server only in its own
+    # PATH (/usr/local/sbin, /usr/sbin, /sbin, ...), not in PREFIX.
+    mount_it="mkdir -p /run/mshare && $prefix/sbin/msharefs /run/mshare
+           (mount -t fuse.msharefs and fstab lines need the server in /usr/local/sbin or /usr/sbin)" ;;
+esac
 cat <<MSG
-mount it:  mkdir -p /run/mshare && mount -t fuse.msharefs msharefs /run/mshare
+mount it:  $mount_it
 at boot:   systemctl enable --now msharefs.service   (or the fstab line in msharefs(8))
 remove:    tools/install.sh --uninstall --prefix $prefix
 MSG

@@ -3,20 +3,13 @@
 //! capability set enough for every feature), and what systemd-logind's
 //! `RemoveIPC=yes` does to msharefs regions.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use libmshare::{Backing, CreateOptions, Mount};
 
 use crate::common::{as_user, failures};
 use msharefs_tests::*;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The unit as installed with the server at `sbindir`.
 fn unit_for(sbindir: &Path) -> String {
@@ -81,11 +74,18 @@ fn install_then_mount_t_fstab_and_uninstall() {
                  share/man/man1/msharectl-pool.1 share/man/man1/msharectl-ksm.1 \
                  share/bash-completion/completions/msharectl share/zsh/site-functions/_msharectl \
                  share/fish/vendor_completions.d/msharectl.fish \
-                 lib/systemd/system/msharefs.service; do
+                 lib/systemd/system/msharefs.service share/msharefs/postgresql-msharefs.conf; do
             test -e /usr/local/$f || {{ echo "missing /usr/local/$f"; exit 1; }}
         done
         systemd-analyze verify /usr/local/lib/systemd/system/msharefs.service
         echo verified
+        # The PostgreSQL drop-in, with Debian's unit and the installed one.
+        mkdir -p $t/units/postgresql@.service.d
+        cp /lib/systemd/system/postgresql@.service $t/units/
+        ln -s /usr/local/lib/systemd/system/msharefs.service $t/units/
+        cp /usr/local/share/msharefs/postgresql-msharefs.conf $t/units/postgresql@.service.d/
+        SYSTEMD_UNIT_PATH=$t/units: systemd-analyze verify --man=no postgresql@15-main.service \
+            && echo "drop-in verified"
         man -w msharefs
         man -w msharectl-pool
         grep -q -- --reserve /usr/local/share/bash-completion/completions/msharectl
@@ -106,6 +106,7 @@ fn install_then_mount_t_fstab_and_uninstall() {
     );
     let out = in_private_namespace(&script);
     assert!(out.contains("verified"), "{out}");
+    assert!(out.contains("drop-in verified"), "{out}");
     assert!(
         out.contains("/usr/local/share/man/man8/msharefs.8"),
         "{out}"
@@ -280,4 +281,84 @@ fn regions_survive_what_remove_ipc_removes() {
         failures(&[seen, &b == b"sga of uid 1000"])
     });
     assert_eq!(code, 0, "failed checks (bits): {code:#b}");
+}
+
+/// Under a private prefix: `--help` is whole, the closing hint runs the
+/// server itself (mount(8) would not find it there), a program built with
+/// `mshare.pc` runs without `LD_LIBRARY_PATH`, one built with
+/// `mshare-static.pc` does not need `libmshare.so`, and `--uninstall`
+/// leaves not even the directories it made.
+#[test]
+fn install_under_a_private_prefix_links_runs_and_leaves_nothing() {
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = tmp.path().join("opt");
+    let help = run(Command::new("bash")
+        .args(["tools/install.sh", "--help"])
+        .current_dir(workspace()));
+    for word in ["--prefix", "--from", "--uninstall", "usage:"] {
+        assert!(help.contains(word), "{word} in:\n{help}");
+    }
+    let out = run(Command::new("bash")
+        .arg("tools/install.sh")
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg("--from")
+        .arg(bin_dir())
+        .current_dir(workspace()));
+    let hint = out.lines().find(|l| l.starts_with("mount it:")).unwrap();
+    assert!(
+        hint.contains(&format!("{}/sbin/msharefs /run/mshare", prefix.display())),
+        "{out}"
+    );
+    assert!(!hint.contains("mount -t"), "{out}");
+
+    let src = tmp.path().join("app.c");
+    std::fs::write(
+        &src,
+        "#include <mshare.h>\n#include <stdio.h>\n\
+         int main(void) { printf(\"%lld\\n\", mshare_alignment(\"/nonexistent\")); return 0; }\n",
+    )
+    .unwrap();
+    let pc = prefix.join("lib/pkgconfig");
+    for (pcname, exe) in [("mshare", "app"), ("mshare-static", "app-static")] {
+        let exe = tmp.path().join(exe);
+        let script = format!(
+            "cc {} $(pkg-config --cflags --libs {pcname}) -o {}",
+            src.display(),
+            exe.display()
+        );
+        run(Command::new("sh")
+            .args(["-c", &script])
+            .env("PKG_CONFIG_PATH", &pc));
+        // -1: no mount there; the program ran.
+        assert_eq!(run(&mut Command::new(&exe)).trim(), "-1", "{pcname}");
+        let needed = run(Command::new("sh").args(["-c", &format!("readelf -d {}", exe.display())]));
+        assert_eq!(
+            needed.contains("libmshare.so"),
+            pcname == "mshare",
+            "{pcname}:\n{needed}"
+        );
+    }
+
+    run(Command::new("bash")
+        .arg("tools/install.sh")
+        .arg("--uninstall")
+        .arg("--prefix")
+        .arg(&prefix)
+        .current_dir(workspace()));
+    let left: Vec<_> = walk_all(&prefix);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Everything under `dir`, directories included.
+fn walk_all(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        found.push(e.path());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(walk_all(&e.path()));
+        }
+    }
+    found
 }
