@@ -134,6 +134,14 @@ pub fn transport_option() -> Option<&'static str> {
     }
 }
 
+/// The workspace's root directory (the source tree).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
 /// Path of the built `msharefs` binary.
 pub fn msharefs_bin() -> PathBuf {
     bin_dir().join("msharefs")

@@ -46,8 +46,11 @@ pub struct Ksm {
     pub general_profit: i64,
     /// Processes with merging on or merged pages, most merged first.
     pub processes: Vec<KsmProcess>,
-    /// Processes whose `ksm_stat` this user may not read.
+    /// How many processes' `ksm_stat` this user may not read (root may).
     pub uninspected: usize,
+    /// Those processes.
+    #[serde(skip)]
+    pub uninspected_pids: Vec<u32>,
 }
 
 /// One process's `/proc/PID/ksm_stat`.
@@ -141,6 +144,7 @@ pub fn read() -> Result<Ksm, KsmError> {
         general_profit,
         processes: Vec::new(),
         uninspected: 0,
+        uninspected_pids: Vec::new(),
     };
     for pid in procfs::pids() {
         match std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")) {
@@ -150,7 +154,10 @@ pub fn read() -> Result<Ksm, KsmError> {
                     ksm.processes.push(p);
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => ksm.uninspected += 1,
+            Err(e) if procfs::is_gap(&e) => {
+                ksm.uninspected += 1;
+                ksm.uninspected_pids.push(pid);
+            }
             Err(_) => {}
         }
     }

@@ -8,6 +8,8 @@
 #![deny(unsafe_code)]
 
 mod bench;
+mod cli;
+mod error;
 mod kept;
 mod ksm;
 mod mappers;
@@ -19,285 +21,19 @@ mod run;
 mod stat;
 mod transfer;
 
-use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 use libmshare::{CreateOptions, Mount};
-use mshare_uapi::{parse_size, Backing, HUGE_PAGE_SIZE};
+use mshare_uapi::{Backing, HUGE_PAGE_SIZE, USER_ADDR_END};
 use nix::errno::Errno;
 use serde::Serialize;
 
+use crate::cli::{Cli, Command, KsmAction};
+use crate::error::Error;
 use crate::regions::RegionReport;
-
-const EPILOGUE: &str = "\
-Sizes take K, M, G, T suffixes (4096, 2M, 1G). Queries print tab-separated
-text, or JSON with --json; names are escaped in text (\\t, \\n, \\\\, \\xHH) so
-that no name can forge a row.
-
-Exit status: 0 success; 1 an operation failed; 2 bad usage; 3 no such region;
-4 the region exists already.";
-
-/// Create, fill, inspect and remove msharefs regions; see who maps them,
-/// the hugetlb pool and KSM.
-#[derive(Parser, Debug)]
-#[command(name = "msharectl", version, after_help = EPILOGUE)]
-struct Cli {
-    /// The msharefs mount [default: $MSHARE_DIR, else the first
-    /// fuse.msharefs mount, else /run/mshare].
-    #[arg(short = 'd', long = "dir", value_name = "DIR", global = true)]
-    dir: Option<PathBuf>,
-    /// Print JSON instead of text (queries, create and bench).
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Write the msharectl(1) man pages into DIR (tools/install.sh
-    /// installs them).
-    #[command(hide = true)]
-    GenerateMan {
-        /// Where to write them.
-        dir: PathBuf,
-    },
-    /// Write bash, zsh and fish completions into DIR (tools/install.sh
-    /// installs them).
-    #[command(hide = true)]
-    GenerateCompletions {
-        /// Where to write them.
-        dir: PathBuf,
-    },
-    /// Print the mount and its alignment.
-    Info,
-    /// List regions: name, start, size, backing, allocated memory.
-    #[command(alias = "ls")]
-    List {
-        /// Also who maps each region: processes, resident memory, page
-        /// tables, and what 4 KiB pages would cost.
-        #[arg(short = 'l', long = "long")]
-        long: bool,
-    },
-    /// Create a region with one object over all of it, ready to map.
-    /// Quiet on success (--json prints the region).
-    Create {
-        /// Region name (may contain directories that exist).
-        name: String,
-        /// Size, a multiple of the alignment (4096, 2M, 1G, ...).
-        #[arg(value_parser = parse_size)]
-        size: u64,
-        /// Start address (hex with 0x, or decimal); default: the server chooses.
-        #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
-        start: Option<u64>,
-        /// Backing [default: the mount's backing=].
-        #[arg(long, value_name = "KIND")]
-        backing: Option<Backing>,
-        /// Permission bits, octal; set exactly (the umask does not apply).
-        #[arg(long, default_value = "600", value_parser = parse_mode)]
-        mode: u32,
-        /// Do not create the object over the whole region.
-        #[arg(long)]
-        no_object: bool,
-    },
-    /// Print one region: layout, memory, and the processes that map it
-    /// (pid, uid, bytes mapped and resident, page tables).
-    Show {
-        /// Region name.
-        name: String,
-    },
-    /// Copy standard input into a region (from --offset); quiet on
-    /// success.
-    Write {
-        /// Region name.
-        name: String,
-        /// Where in the region to start, in bytes.
-        #[arg(long, default_value = "0", value_parser = parse_size)]
-        offset: u64,
-    },
-    /// Copy a region (from --offset, --length bytes or to its end) to
-    /// standard output.
-    Read {
-        /// Region name.
-        name: String,
-        /// Where in the region to start, in bytes.
-        #[arg(long, default_value = "0", value_parser = parse_size)]
-        offset: u64,
-        /// How many bytes [default: to the end of the region].
-        #[arg(long, value_parser = parse_size)]
-        length: Option<u64>,
-    },
-    /// Remove regions (their memory goes with the last mapping).
-    #[command(alias = "rm")]
-    Remove {
-        /// Region names.
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
-    /// Show the hugetlb pool: the kernel's counts (2 MiB pages), the
-    /// server's policy and ceiling, and the pages the server added.
-    Pool {
-        /// Have the server grow the pool now so that SIZE is free for
-        /// hugetlb regions (root, hugetlb_pool=auto).
-        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        reserve: Option<u64>,
-    },
-    /// Kernel same-page merging of private memory: show it, run a
-    /// command with it, start or stop the scanner.
-    Ksm {
-        #[command(subcommand)]
-        action: Option<KsmAction>,
-    },
-    /// One line: the memory msharefs regions and KSM save together.
-    Stat,
-    /// List the regions that stopped servers kept with no server now
-    /// (stopped by a signal or killed: a server started on the same mount
-    /// point adopts them): the mount point, regions, memory held and
-    /// since when. Needs no mount.
-    Kept {
-        /// Free them (root): their memory (what processes still map stays
-        /// theirs until they unmap it) and the hugetlb pages their server
-        /// added. Refused while a server holds them.
-        #[arg(long, requires = "which")]
-        free: bool,
-        /// With --free: every one listed.
-        #[arg(long, requires = "free", conflicts_with = "paths", group = "which")]
-        all: bool,
-        /// With --free: the mount points (or state directories) whose
-        /// kept regions to free.
-        #[arg(value_name = "MOUNTPOINT", requires = "free", group = "which")]
-        paths: Vec<PathBuf>,
-    },
-    /// Run an unmodified program with its shared memory on msharefs: the
-    /// preload library takes over anonymous shared mmap and shm_open
-    /// (see --take); anything it cannot serve goes to libc, with one line
-    /// on stderr.
-    Run(run::RunArgs),
-    /// Compare attach time, page tables and the control plane with POSIX
-    /// shm, SysV hugetlb and a hugetlb memfd, side by side (root: starts a
-    /// private msharefs, not the -d mount, and sizes the hugetlb pool, then
-    /// puts both back).
-    Bench(bench::BenchArgs),
-}
-
-#[derive(Subcommand, Debug)]
-enum KsmAction {
-    /// Show the scanner, what it merged and saved, and the processes it
-    /// merges for, most merged first (the default).
-    Show,
-    /// Run COMMAND with merging on for it and its children
-    /// (prctl(PR_SET_MEMORY_MERGE), kept across fork and exec).
-    Run {
-        /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<OsString>,
-    },
-    /// Start the scanner (root).
-    Start {
-        /// Pages to scan per wake-up.
-        #[arg(long, value_name = "N")]
-        pages_to_scan: Option<u64>,
-        /// Milliseconds between wake-ups.
-        #[arg(long, value_name = "MS")]
-        sleep_millisecs: Option<u64>,
-    },
-    /// Stop the scanner (root); merged pages stay merged unless
-    /// --unmerge.
-    Stop {
-        /// Unmerge every merged page first.
-        #[arg(long)]
-        unmerge: bool,
-    },
-}
-
-/// Why msharectl failed.
-#[derive(Debug, thiserror::Error)]
-enum Error {
-    /// A libmshare operation failed.
-    #[error(transparent)]
-    Mshare(#[from] libmshare::Error),
-    /// Creating a hugetlb region failed for want of huge pages.
-    #[error("{source}: {hint}")]
-    Pages {
-        /// What failed.
-        source: libmshare::Error,
-        /// The pool's numbers and what to do.
-        hint: String,
-    },
-    /// Reading the mount or writing the output failed.
-    #[error(transparent)]
-    Io(#[from] io::Error),
-    /// The arguments do not fit the mount.
-    #[error("{0}")]
-    Usage(String),
-    /// The hugetlb pool could not be read or grown.
-    #[error(transparent)]
-    Pool(#[from] pool::PoolError),
-    /// Kept regions could not be freed.
-    #[error("kept: {0}")]
-    Kept(#[from] kept::KeptError),
-    /// A KSM operation failed.
-    #[error("ksm: {0}")]
-    Ksm(#[from] ksm::KsmError),
-    /// `read` or `write` failed.
-    #[error(transparent)]
-    Transfer(#[from] transfer::TransferError),
-    /// The benchmark could not run or finish.
-    #[error("bench: {0}")]
-    Bench(#[from] bench::BenchError),
-    /// `run` could not start the command.
-    #[error(transparent)]
-    Run(#[from] run::RunError),
-}
-
-impl Error {
-    /// The documented exit status.
-    fn exit_code(&self) -> u8 {
-        let region_errno = match self {
-            Error::Mshare(e)
-            | Error::Transfer(transfer::TransferError::Map(e))
-            | Error::Pages { source: e, .. } => match e {
-                libmshare::Error::Path { .. } | libmshare::Error::Region { .. } => Some(e.errno()),
-                _ => None,
-            },
-            _ => None,
-        };
-        match (self, region_errno) {
-            (Error::Run(e), _) => e.exit_code(),
-            (Error::Usage(_), _) | (Error::Transfer(transfer::TransferError::Range { .. }), _) => 2,
-            (_, Some(Errno::ENOENT)) => 3,
-            (_, Some(Errno::EEXIST)) => 4,
-            _ => 1,
-        }
-    }
-
-    /// Whether the reader of our output went away (not an error).
-    fn is_broken_pipe(&self) -> bool {
-        let io = match self {
-            Error::Io(e) | Error::Transfer(transfer::TransferError::Io(e)) => e,
-            _ => return false,
-        };
-        io.kind() == io::ErrorKind::BrokenPipe
-    }
-}
-
-fn parse_addr(s: &str) -> Result<u64, String> {
-    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    parsed.map_err(|_| format!("'{s}' is not an address (e.g. 0x100000000)"))
-}
-
-fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("'{s}' is not an octal mode"))
-}
 
 /// Prints `value` as JSON or as `text()`.
 fn emit<T: Serialize>(
@@ -315,21 +51,28 @@ fn emit<T: Serialize>(
     Ok(())
 }
 
-/// Says on stderr that `n` processes could not be looked at, and so `may`
+/// Says on stderr which processes could not be looked at, and so `may`
 /// (map regions too, have merged pages too) without being counted.
-fn warn_uninspected(n: usize, may: &str) {
-    if n > 0 {
-        let hint = if nix::unistd::geteuid().is_root() {
-            ""
-        } else {
-            "; run as root to count them"
-        };
-        let processes = if n == 1 { "process" } else { "processes" };
-        eprintln!(
-            "msharectl: {n} {processes} could not be inspected (permission denied) and may \
-             {may}{hint}"
-        );
+fn warn_uninspected(pids: &[u32], may: &str) {
+    if pids.is_empty() {
+        return;
     }
+    const SHOWN: usize = 10;
+    let mut list: Vec<String> = pids.iter().take(SHOWN).map(u32::to_string).collect();
+    if pids.len() > SHOWN {
+        list.push("...".into());
+    }
+    let (processes, them) = if pids.len() == 1 {
+        ("process", "it")
+    } else {
+        ("processes", "them")
+    };
+    eprintln!(
+        "msharectl: {} {processes} of other users could not be inspected (pid {}) and may \
+         {may}; run as root to count {them}",
+        pids.len(),
+        list.join(", ")
+    );
 }
 
 /// What processes that could not be inspected may do.
@@ -354,6 +97,23 @@ fn generate_completions(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// An error unless `meta` (of `name`) is a region's: directories and the
+/// mount's `mshare_info` are not.
+fn not_a_region(name: &str, meta: &std::fs::Metadata) -> Result<(), Error> {
+    if meta.is_dir() {
+        Err(Error::NotRegion(name.into(), "a directory"))
+    } else if name.trim_matches('/') == mshare_uapi::INFO_FILE_NAME {
+        Err(Error::NotRegion(
+            name.into(),
+            "the mount's information file",
+        ))
+    } else if !meta.is_file() {
+        Err(Error::NotRegion(name.into(), "not a regular file"))
+    } else {
+        Ok(())
+    }
+}
+
 /// Creates region `name` with the mode bits exactly as given.
 fn create(
     mount: &Mount,
@@ -362,10 +122,30 @@ fn create(
     size: u64,
     opts: &CreateOptions,
 ) -> Result<(), Error> {
-    if size == 0 || size % mount.alignment() != 0 {
+    let align = mount.alignment();
+    if size == 0 || size % align != 0 {
         return Err(Error::Usage(format!(
-            "the size must be a non-zero multiple of the alignment ({} bytes)",
-            mount.alignment()
+            "the size must be a non-zero multiple of the alignment ({align} bytes)"
+        )));
+    }
+    if start % align != 0 {
+        return Err(Error::Usage(format!(
+            "--start {start:#x} is not a multiple of the alignment ({align} bytes): give one, \
+             or leave --start out for the server to choose"
+        )));
+    }
+    if start
+        .checked_add(size)
+        .is_none_or(|end| end > USER_ADDR_END)
+    {
+        return Err(Error::Usage(format!(
+            "{} bytes from {} end beyond the user address space ({USER_ADDR_END:#x})",
+            size,
+            if start == 0 {
+                "the lowest start".to_string()
+            } else {
+                format!("{start:#x}")
+            }
         )));
     }
     // `--mode` means the bits given, as `install -m` and `mkdir -m` do.
@@ -374,6 +154,13 @@ fn create(
     nix::sys::stat::umask(old);
     match made {
         Ok(_) => Ok(()),
+        Err(e) if e.errno() == Errno::ENOENT => match missing_dir(mount, name) {
+            Some(dir) => Err(Error::NoDirectory {
+                name: name.into(),
+                dir,
+            }),
+            None => Err(e.into()),
+        },
         Err(e)
             if e.errno() == Errno::ENOMEM
                 && opts.backing != Some(Backing::Thp)
@@ -389,6 +176,14 @@ fn create(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The first directory on the way to `name` that does not exist.
+fn missing_dir(mount: &Mount, name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty()).collect();
+    (1..parts.len())
+        .map(|n| parts[..n].join("/"))
+        .find(|dir| !mount.dir().join(dir).is_dir())
 }
 
 fn stat(mount: &Mount) -> Result<stat::Stat, Error> {
@@ -415,7 +210,7 @@ fn ksm_command(action: Option<KsmAction>, json: bool, out: &mut impl Write) -> R
         KsmAction::Show => {
             let k = ksm::read()?;
             emit(out, json, &k, ksm::Ksm::table)?;
-            warn_uninspected(k.uninspected, "have merged pages too");
+            warn_uninspected(&k.uninspected_pids, "have merged pages too");
         }
         KsmAction::Run { command } => return Err(ksm::run(&command).into()),
         KsmAction::Start {
@@ -496,7 +291,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
             let uninspected = if long {
                 regions::add_usage(&mut all)
             } else {
-                0
+                Vec::new()
             };
             emit(out, json, &all, |all| {
                 let mut s = format!("{}\n", RegionReport::header(long));
@@ -506,7 +301,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
                 }
                 s
             })?;
-            warn_uninspected(uninspected, MAP_TOO);
+            warn_uninspected(&uninspected, MAP_TOO);
         }
         Command::Create {
             name,
@@ -532,15 +327,16 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
             // A missing region is an error; one this user may not open is
             // still shown (its memory and who maps it).
             let path = mount.path(&name)?;
-            std::fs::symlink_metadata(&path).map_err(|e| libmshare::Error::Path {
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| libmshare::Error::Path {
                 op: "looking up",
                 path,
                 errno: libmshare::errno_of(&e),
             })?;
+            not_a_region(&name, &meta)?;
             let mut r = [regions::report(&mount, &name, name.as_ref())];
             let uninspected = regions::add_usage(&mut r);
             emit(out, json, &r[0], RegionReport::details)?;
-            warn_uninspected(uninspected, MAP_TOO);
+            warn_uninspected(&uninspected, MAP_TOO);
         }
         Command::Write { name, offset } => {
             let region = mount.open(&name, false)?;
@@ -560,8 +356,25 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
             transfer::read(&region, offset, length, out)?;
         }
         Command::Remove { names } => {
-            for name in names {
-                mount.remove(&name)?;
+            // As rm: every name is tried, each failure said.
+            let mut codes = Vec::new();
+            for name in &names {
+                if let Err(e) = mount.remove(name) {
+                    let e = Error::from(e);
+                    eprintln!("msharectl: {e}");
+                    codes.push(e.exit_code());
+                }
+            }
+            if let Some(&first) = codes.first() {
+                return Err(Error::Some {
+                    failed: codes.len(),
+                    of: names.len(),
+                    code: if codes.iter().all(|&c| c == first) {
+                        first
+                    } else {
+                        1
+                    },
+                });
             }
         }
         Command::Pool { reserve } => {
@@ -574,7 +387,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
         Command::Stat => {
             let s = stat(&mount)?;
             emit(out, json, &s, stat::Stat::line)?;
-            warn_uninspected(s.uninspected, MAP_TOO);
+            warn_uninspected(&s.uninspected_pids, MAP_TOO);
         }
     }
     Ok(())

@@ -24,7 +24,6 @@
 //! caller can say so instead of under-counting silently.
 
 use std::collections::{HashMap, HashSet};
-use std::io::ErrorKind;
 
 use mshare_uapi::{MemoryId, HUGE_PAGE_SIZE, PAGE_SIZE};
 use serde::Serialize;
@@ -108,8 +107,8 @@ pub struct Scan {
     vmas: HashMap<MemoryId, HashMap<u32, Vec<Vma>>>,
     /// Per pid: (command, uid, VmPTE bytes).
     procs: HashMap<u32, (String, u32, u64)>,
-    /// Processes whose mappings this user may not read.
-    pub uninspected: usize,
+    /// Processes whose mappings this user may not read (root may).
+    pub uninspected: Vec<u32>,
 }
 
 /// The mappings of `wanted` identities in a `smaps` text.
@@ -167,8 +166,8 @@ pub fn scan(ids: &[MemoryId]) -> Scan {
     for pid in procfs::pids() {
         let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
             Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                scan.uninspected += 1;
+            Err(e) if procfs::is_gap(&e) => {
+                scan.uninspected.push(pid);
                 continue;
             }
             Err(_) => continue, // gone, or a kernel thread

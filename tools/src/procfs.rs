@@ -29,6 +29,14 @@ pub fn number(path: impl AsRef<Path>) -> std::io::Result<u64> {
     })
 }
 
+/// Whether `e`, from reading a process's `/proc` files, is a gap in what
+/// this user sees: a permission denial that root would not get. Root is
+/// denied only what nobody here may inspect (a sandbox's init); counting
+/// that would warn on every query.
+pub fn is_gap(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied && !nix::unistd::geteuid().is_root()
+}
+
 /// The pids in `/proc`, in increasing order.
 pub fn pids() -> Vec<u32> {
     let mut pids: Vec<u32> = std::fs::read_dir("/proc")

@@ -113,7 +113,12 @@ pub fn report(mount: &Mount, name: &str, raw: &OsStr) -> RegionReport {
                 r.size = info.size;
             }
         }
-        Err(e) => r.error = Some(e.to_string()),
+        Err(e) => {
+            // A region this user may not open still shows its size, as
+            // `stat` does; its start needs the region opened.
+            r.size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            r.error = Some(e.to_string());
+        }
     }
     r
 }
@@ -136,9 +141,9 @@ pub fn names(dir: &Path, prefix: &OsStr, out: &mut Vec<OsString>) -> io::Result<
     Ok(())
 }
 
-/// Adds who maps each of `regions` (one pass over `/proc`); returns how
-/// many processes could not be inspected.
-pub fn add_usage(regions: &mut [RegionReport]) -> usize {
+/// Adds who maps each of `regions` (one pass over `/proc`); returns the
+/// processes that could not be inspected.
+pub fn add_usage(regions: &mut [RegionReport]) -> Vec<u32> {
     let ids: Vec<MemoryId> = regions.iter().flat_map(|r| r.ids.clone()).collect();
     let scan = mappers::scan(&ids);
     for r in regions {
@@ -147,7 +152,7 @@ pub fn add_usage(regions: &mut [RegionReport]) -> usize {
             resident: mappers.iter().map(|m| m.resident).sum(),
             page_tables: mappers.iter().map(|m| m.page_tables).sum(),
             page_tables_4k: mappers.iter().map(|m| m.page_tables_4k).sum(),
-            uninspected: scan.uninspected,
+            uninspected: scan.uninspected.len(),
             mappers,
         });
     }

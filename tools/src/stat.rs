@@ -24,8 +24,11 @@ pub struct Stat {
     pub ksm_saved: Option<u64>,
     /// `page_tables_saved` plus `ksm_saved`.
     pub saved: u64,
-    /// Processes that could not be inspected.
+    /// How many processes could not be inspected.
     pub uninspected: usize,
+    /// Those processes.
+    #[serde(skip)]
+    pub uninspected_pids: Vec<u32>,
     /// Regions that stopped servers kept with no server now (`msharectl
     /// kept`), in every state directory.
     pub kept_regions: usize,
@@ -40,7 +43,7 @@ impl Stat {
     pub fn of(
         regions: &[RegionReport],
         ksm_saved: Option<u64>,
-        uninspected: usize,
+        uninspected: Vec<u32>,
         kept: (usize, u64),
     ) -> Stat {
         let usages = regions.iter().filter_map(|r| r.usage.as_ref());
@@ -62,7 +65,8 @@ impl Stat {
             page_tables_saved,
             ksm_saved,
             saved: page_tables_saved + ksm_saved.unwrap_or(0),
-            uninspected,
+            uninspected: uninspected.len(),
+            uninspected_pids: uninspected,
             kept_regions: kept.0,
             kept_bytes: kept.1,
         }
@@ -100,21 +104,21 @@ mod tests {
 
     #[test]
     fn no_regions_save_nothing_but_ksm() {
-        let s = Stat::of(&[], Some(4096), 0, (0, 0));
+        let s = Stat::of(&[], Some(4096), Vec::new(), (0, 0));
         assert_eq!((s.regions, s.mappers, s.saved), (0, 0, 4096));
         assert_eq!(
             s.line(),
             "0 regions, 0 B allocated, mapped by 0 processes; page tables 0 B instead of 0 B \
              (saved 0 B); KSM saved 4.00 KiB; saved in all 4.00 KiB\n"
         );
-        assert!(Stat::of(&[], None, 0, (0, 0))
+        assert!(Stat::of(&[], None, Vec::new(), (0, 0))
             .line()
             .contains("KSM saved not available"));
     }
 
     #[test]
     fn kept_regions_with_no_server_are_counted() {
-        let line = Stat::of(&[], None, 0, (3, 3 << 30)).line();
+        let line = Stat::of(&[], None, Vec::new(), (3, 3 << 30)).line();
         assert!(
             line.trim_end()
                 .ends_with("; 3 regions kept with no server hold 3.00 GiB (msharectl kept)"),

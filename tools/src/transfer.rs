@@ -1,6 +1,9 @@
 //! `msharectl write` and `msharectl read`: data into and out of a region,
-//! streamed through a mapping of it (libmshare's, so every backing kind
-//! works, hugetlb included), with a progress bar on a terminal.
+//! with a progress bar on a terminal. A write goes through a mapping of the
+//! region (libmshare's, so every backing kind works, hugetlb included); a
+//! read is `pread` of the region file, which the server answers from the
+//! region's memory file: a hole reads as zeros and stays a hole, where a
+//! mapping would allocate every page it touches.
 
 use std::io::{self, IsTerminal, Read, Write};
 
@@ -119,13 +122,23 @@ pub fn read(
             what: format!("{length} bytes from offset {offset} run past its end"),
         });
     }
-    let map = region.map()?;
     let progress = bar(length, format!("read {}", region.name()));
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
     while done < length {
-        let n = (length - done).min(CHUNK as u64) as usize;
-        map.read((offset + done) as usize, &mut buf[..n]);
+        let want = (length - done).min(CHUNK as u64) as usize;
+        let n = match nix::sys::uio::pread(region, &mut buf[..want], (offset + done) as i64) {
+            Ok(0) => {
+                return Err(TransferError::Range {
+                    region: region.name().to_string(),
+                    size,
+                    what: format!("it ended at {} while being read", offset + done),
+                })
+            }
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e).into()),
+        };
         out.write_all(&buf[..n])?;
         done += n as u64;
         progress.set_position(done);

@@ -20,4 +20,5 @@ mod security;
 mod service;
 mod stopping;
 mod transport;
+mod truths;
 mod upstream;

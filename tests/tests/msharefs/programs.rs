@@ -1,17 +1,10 @@
 //! C programs: the cover letter's donor and consumer, and the header's
 //! ABI values against libmshare::abi.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use msharefs_tests::*;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Compiles `source` (relative to the workspace) against include/mshare.h.
 fn compile(source: &str, out: &Path) {
