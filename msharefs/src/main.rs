@@ -160,14 +160,25 @@ fn absolute(p: &Path) -> std::io::Result<PathBuf> {
 /// Detaches the dead msharefs mount on `dir` that a killed server left.
 fn detach_dead(dir: &Path) -> Result<(), String> {
     let shown = dir.display();
+    let began = std::time::Instant::now();
     if !mount::msharefs_on(dir) {
         return Err(format!(
             "{shown}: not connected (a dead mount that is not msharefs's: unmount it first)"
         ));
     }
+    let looked = began.elapsed();
     nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH)
         .map_err(|e| format!("cannot detach the dead mount on {shown}: {e}"))?;
     info!("detached the dead msharefs mount on {shown} that a previous server left");
+    // Both wait on the kernel's mount table; say so when that was slow
+    // (a restart under load once took 11 s here or just before).
+    if began.elapsed() > std::time::Duration::from_secs(1) {
+        warn!(
+            "detaching took {:.1} s ({:.1} s reading the mount table)",
+            began.elapsed().as_secs_f64(),
+            looked.as_secs_f64()
+        );
+    }
     Ok(())
 }
 
