@@ -396,18 +396,15 @@ impl Server {
         m
     }
 
+    /// Waits up to 10 s for `ready(mount point)`, failing with the log if
+    /// the server exits first.
     /// Waits until `ready` holds of the mount point and the server has
     /// started its request threads (so that its descriptors are all open
     /// and a test can take them as a baseline: fuser clones a `/dev/fuse`
     /// descriptor per thread, all before it starts the first, which can be
-    /// well after the mount is up on a busy machine); fails with the log if
-    /// the server exits first or is not serving after 30 s. A server
-    /// starts in a quarter of a second alone, but detaching a dead mount
-    /// and mounting wait on the mount table's locks, which every other test
-    /// takes too: with two busy loops beside the suite a restart once took
-    /// 11 s.
+    /// well after the mount is up on a busy machine).
     fn wait_for(&mut self, what: &str, ready: impl Fn(&Path) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(10);
         let pid = self.child.as_ref().unwrap().id();
         let serving = || {
             fs::read_dir(format!("/proc/{pid}/task"))
@@ -427,7 +424,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "no {what} after 30 s:\n{}",
+                "no {what} after 10 s:\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(2));
