@@ -134,6 +134,27 @@ pub fn transport_option() -> Option<&'static str> {
     }
 }
 
+/// Each thread of process `pid`: its name, where it waits (`wchan`) and
+/// its kernel stack, for a test that finds a server stuck.
+pub fn kernel_stacks(pid: u32) -> String {
+    let mut out = String::new();
+    for t in fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let read = |f: &str| fs::read_to_string(t.path().join(f)).unwrap_or_default();
+        out.push_str(&format!(
+            "thread {} {} wchan {}\n{}",
+            t.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan"),
+            read("stack")
+        ));
+    }
+    out
+}
+
 /// The workspace's root directory (the source tree).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -424,7 +445,8 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "no {what} after 10 s:\n{}",
+                "no {what} after 10 s; where the server's threads wait:\n{}\n{}",
+                kernel_stacks(pid),
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(2));
