@@ -468,7 +468,10 @@ fn main() -> ExitCode {
         options::Uring::Off => 0,
         _ => uring::most_ring_fds(opts.io_uring_q_depth),
     };
-    let plan = limits::plan(&opts, raise_nofile(), queue_fds);
+    let nofile = raise_nofile();
+    let plan = limits::plan(&opts, nofile, queue_fds);
+    // Before the first thread: every region holds a descriptor.
+    sys::presize_fd_table(nofile.min(1 << 16));
     match &plan.lowered {
         // Asked for: say so loudly. The default: say what it is.
         Some(why) if opts.max_regions != options::DEFAULT_MAX_REGIONS => warn!("{why}"),
