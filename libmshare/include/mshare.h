@@ -46,24 +46,6 @@ struct mshare_unmap {
 #define MSHAREFS_UNMAP		_IOW('x', 3, struct mshare_unmap)
 
 /*
- * msharefs extension (not in the kernel series): a one-time token that the
- * server's broker socket exchanges for the region's backing file descriptor.
- * libmshare does this for you (mshare_map); Documentation/libmshare.md has
- * the protocol.
- */
-struct mshare_token {
-	__u64 token[2];
-	__u32 server_pid;
-	__u32 flags;		/* MSHARE_TOKEN_* */
-	__u64 start;		/* as MSHAREFS_GET_SIZE says */
-	__u64 size;
-};
-
-#define MSHARE_TOKEN_WRITABLE	1
-#define MSHARE_TOKEN_HUGETLB	2
-#define MSHAREFS_GET_TOKEN	_IOR('x', 32, struct mshare_token)
-
-/*
  * msharefs extension: size a new region and, with MSHARE_SETUP_OBJECT, map
  * one read-write anonymous object over all of it, in one call instead of
  * ftruncate (or MSHAREFS_SET_SIZE) + MSHAREFS_GET_SIZE + MSHAREFS_CREATE_MAPPING.
@@ -90,6 +72,19 @@ struct mshare_setup {
 
 /* Extended attribute naming a region's backing: "thp", "shmem", "hugetlb". */
 #define MSHARE_BACKING_XATTR	"user.mshare.backing"
+/*
+ * Extended attribute of a sized region: what an attach needs, without an
+ * open of the region file. "start=0x<hex> size=<decimal> backing=<kind>
+ * path=<memory file>", the path running to the end of the value (empty when
+ * the server keeps no memory files: not run as root). Reading it needs read
+ * permission on the region. The memory file carries the region's owner,
+ * group and mode; its name changes whenever a chmod, chown, rename or
+ * removal changes who may reach the region, so a learned name stops
+ * working exactly then. Open it O_RDONLY or O_RDWR, mmap it MAP_SHARED at
+ * start, close it. (Replaces MSHAREFS_GET_TOKEN, number 32, and its broker
+ * socket, which servers no longer have: they answer ENOTTY.)
+ */
+#define MSHARE_ATTACH_XATTR	"user.mshare.attach"
 /* Extended attribute of a region: "MAJ:MIN INO" of its memory, as /proc/PID/maps writes them. */
 #define MSHARE_MEMORY_XATTR	"user.mshare.memory"
 /* Extended attributes of the mount's root: the hugetlb pool the server manages
@@ -137,6 +132,15 @@ struct mshare_region *mshare_create(const char *dir, const char *name,
 
 /* Opens region `name`; read_only gives a read-only mapping. */
 struct mshare_region *mshare_open(const char *dir, const char *name, int read_only);
+
+/*
+ * Maps region `name` at its start without opening the region file (its
+ * MSHARE_ATTACH_XATTR, an open of the memory file, mmap, close): the
+ * fastest attach. Stores the region's size in *size (if size is not NULL);
+ * unmap with munmap(addr, size). NULL with errno EEXIST if the address
+ * range is in use, EACCES if the region's mode refuses the access asked.
+ */
+void *mshare_attach(const char *dir, const char *name, int read_only, uint64_t *size);
 
 /* MSHAREFS_GET_SIZE. */
 int mshare_get_info(const struct mshare_region *r, struct mshare_info *info);

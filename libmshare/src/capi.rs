@@ -191,6 +191,39 @@ pub unsafe extern "C" fn mshare_open(
     boxed(Mount::open_in(dir.map(Path::new), name, read_only != 0))
 }
 
+/// `void *mshare_attach(dir, name, read_only, uint64_t *size)`: maps
+/// region `name` at its start without opening the region file
+/// ([`Mount::attach`]); the caller unmaps it with `munmap(addr, *size)`.
+///
+/// # Safety
+/// `dir` NULL or a path; `name` a string; `size` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn mshare_attach(
+    dir: *const c_char,
+    name: *const c_char,
+    read_only: c_int,
+    size: *mut u64,
+) -> *mut c_void {
+    // SAFETY: forwarded caller promises.
+    let Some((mount, name)) = (unsafe { mount_and_name(dir, name) }) else {
+        return std::ptr::null_mut();
+    };
+    match mount.attach(name, read_only != 0) {
+        Ok(m) => {
+            let (addr, len) = m.into_raw();
+            // SAFETY: the caller promises NULL or a writable u64.
+            if let Some(size) = unsafe { size.as_mut() } {
+                *size = len as u64;
+            }
+            addr.cast()
+        }
+        Err(e) => {
+            fail(e);
+            std::ptr::null_mut()
+        }
+    }
+}
+
 /// `int mshare_get_info(const struct mshare_region *, struct mshare_info *)`.
 ///
 /// # Safety

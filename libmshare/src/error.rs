@@ -42,13 +42,21 @@ pub enum Error {
         /// Its start address.
         start: u64,
     },
-    /// The server's broker did not hand out the backing descriptor.
-    #[error("getting the backing descriptor of region '{region}': {source}")]
-    Broker {
+    /// The server keeps no memory file of the region (it has no state
+    /// directory: it does not run as root, or serves a `/dev/fd/N` mount)
+    /// and the region file cannot be mapped either.
+    #[error(
+        "region '{region}' cannot be attached: the server keeps no memory files \
+         (no state directory: not run as root, or a /dev/fd mount) and {why}"
+    )]
+    NoMemoryFile {
         /// The region's name.
         region: String,
-        /// What went wrong.
-        source: crate::broker::BrokerError,
+        /// Why the region file does not do instead.
+        why: &'static str,
+        /// The errno (`ENODEV` from the region file's mmap, or `ENODEV`
+        /// for a hugetlb region).
+        errno: Errno,
     },
     /// `mshare_info` did not hold a number.
     #[error("{path}: not an alignment: {text:?}", path = path.display())]
@@ -71,8 +79,9 @@ impl Error {
     pub fn errno(&self) -> Errno {
         match self {
             Error::NoMount { .. } => Errno::ENOENT,
-            Error::Path { errno, .. } | Error::Region { errno, .. } => *errno,
-            Error::Broker { source, .. } => source.errno,
+            Error::Path { errno, .. }
+            | Error::Region { errno, .. }
+            | Error::NoMemoryFile { errno, .. } => *errno,
             Error::AddressInUse { .. } => Errno::EEXIST,
             Error::BadInfo { .. } => Errno::EIO,
             Error::BadName { .. } => Errno::EINVAL,

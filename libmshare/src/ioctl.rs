@@ -12,8 +12,8 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use mshare_uapi::{
-    MshareCreate, MshareInfo, MshareSetup, MshareToken, MshareUnmap, MSHAREFS_CREATE_MAPPING,
-    MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_SETUP, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP,
+    MshareCreate, MshareInfo, MshareSetup, MshareUnmap, MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE,
+    MSHAREFS_SETUP, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP,
 };
 use nix::errno::Errno;
 
@@ -23,7 +23,6 @@ mod raw {
     nix::ioctl_write_ptr_bad!(set_size, MSHAREFS_SET_SIZE, MshareInfo);
     nix::ioctl_write_ptr_bad!(create_mapping, MSHAREFS_CREATE_MAPPING, MshareCreate);
     nix::ioctl_write_ptr_bad!(unmap, MSHAREFS_UNMAP, MshareUnmap);
-    nix::ioctl_read_bad!(get_token, MSHAREFS_GET_TOKEN, MshareToken);
     nix::ioctl_readwrite_bad!(setup, MSHAREFS_SETUP, MshareSetup);
 }
 
@@ -51,15 +50,6 @@ pub fn create_mapping(fd: impl AsFd, create: &MshareCreate) -> Result<(), Errno>
 pub fn unmap(fd: impl AsFd, range: &MshareUnmap) -> Result<(), Errno> {
     // SAFETY: `range` points to a valid `struct mshare_unmap`.
     unsafe { raw::unmap(fd.as_fd().as_raw_fd(), range) }.map(drop)
-}
-
-/// `MSHAREFS_GET_TOKEN` (msharefs extension): a one-time token for the
-/// server's descriptor broker (see `Region::backing_fd`).
-pub fn get_token(fd: impl AsFd) -> Result<MshareToken, Errno> {
-    let mut token = MshareToken::default();
-    // SAFETY: `token` is a valid, writable `struct mshare_token`.
-    unsafe { raw::get_token(fd.as_fd().as_raw_fd(), &mut token) }?;
-    Ok(token)
 }
 
 /// `MSHAREFS_SETUP` (msharefs extension): sizes a new region (`start` 0:

@@ -32,7 +32,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod broker;
+mod attach;
 pub mod capi;
 mod error;
 pub mod ioctl;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use crate::error::{errno_of, Error, Result};
+use crate::mapping::Mapping;
 use crate::region::{CreateOptions, Region};
 use crate::xattr;
 use mshare_uapi::{mountinfo, Backing, INFO_FILE_NAME};
@@ -180,6 +181,26 @@ impl Mount {
     /// Opens region `name`, read-only or read-write.
     pub fn open(&self, name: &str, read_only: bool) -> Result<Region> {
         Region::open(self.path(name)?, name, read_only)
+    }
+
+    /// Maps region `name` at its start, read-only or read-write, without
+    /// opening the region file: its `user.mshare.attach` attribute, `open`
+    /// of the memory file it names (the kernel checks the region's mode),
+    /// `mmap`, `close`. Where the server keeps no memory files, the region
+    /// file is opened and mapped instead (see [`Region::map`]).
+    ///
+    /// ```no_run
+    /// let mount = libmshare::Mount::find(None)?;
+    /// let map = mount.attach("sga", true)?;
+    /// # Ok::<(), libmshare::Error>(())
+    /// ```
+    pub fn attach(&self, name: &str, read_only: bool) -> Result<Mapping> {
+        let path = self.path(name)?;
+        match crate::attach::memory(crate::attach::Source::Path(&path), !read_only) {
+            Ok((a, Some(fd))) => crate::attach::map(name, fd, &a, !read_only),
+            Ok((_, None)) => self.open(name, read_only)?.map(),
+            Err((op, errno)) => Err(Error::Path { op, path, errno }),
+        }
     }
 
     /// Removes region `name`; its memory goes when the last mapping does.

@@ -10,10 +10,9 @@ use nix::errno::Errno;
 use crate::error::{errno_of, Error, Result};
 use crate::mapping::Mapping;
 use crate::mount::Mount;
-use crate::{broker, ioctl, xattr};
+use crate::{attach, ioctl, xattr};
 use mshare_uapi::{
-    Backing, MshareCreate, MshareInfo, MshareSetup, MshareToken, MshareUnmap, MSHARE_SETUP_OBJECT,
-    TOKEN_HUGETLB, TOKEN_WRITABLE,
+    Backing, MshareCreate, MshareInfo, MshareSetup, MshareUnmap, MSHARE_SETUP_OBJECT,
 };
 
 /// Options of [`Mount::create`].
@@ -201,27 +200,24 @@ impl Region {
             .map_err(|e| self.err("MSHAREFS_UNMAP", e))
     }
 
-    /// A new descriptor of the region's backing file, with the access this
-    /// open has (read-only for an `O_RDONLY` open), from the server's broker.
+    /// A new descriptor of the region's memory file, with the access this
+    /// open has (read-only for an `O_RDONLY` open), opened by the path the
+    /// region's `user.mshare.attach` attribute gives: the kernel checks the
+    /// region's mode, which the file carries.
+    /// [`Error::NoMemoryFile`] where the server keeps none.
     pub fn backing_fd(&self) -> Result<OwnedFd> {
-        let token = ioctl::get_token(&self.file).map_err(|e| self.err("MSHAREFS_GET_TOKEN", e))?;
-        self.redeem(&token)
-    }
-
-    fn redeem(&self, token: &MshareToken) -> Result<OwnedFd> {
-        debug_assert_eq!(token.flags & TOKEN_WRITABLE != 0, self.writable);
-        broker::exchange(token).map_err(|source| Error::Broker {
-            region: self.name.clone(),
-            source,
-        })
+        match attach::memory(attach::Source::File(&self.file), self.writable) {
+            Ok((_, Some(fd))) => Ok(fd),
+            Ok((a, None)) => Err(attach::unattachable(&self.name, a.backing, Errno::ENODEV)),
+            Err((op, e)) => Err(self.err(op, e)),
+        }
     }
 
     /// Maps the whole region at its start address (`MAP_SHARED |
     /// MAP_FIXED_NOREPLACE`), writable if the region was opened for
-    /// writing. thp and shmem regions are mapped through the region file
-    /// itself (FUSE passthrough: the same pages, no broker); hugetlb regions,
-    /// which passthrough cannot map, and every region of a server without
-    /// passthrough, by mapping the backing file that the broker hands out.
+    /// writing, by mapping its memory file ([`Region::backing_fd`]); where
+    /// the server keeps no memory files, through the region file itself
+    /// (FUSE passthrough, for thp and shmem regions).
     ///
     /// [`Error::AddressInUse`] if something is mapped in that range already.
     ///
@@ -234,35 +230,19 @@ impl Region {
     /// # Ok::<(), libmshare::Error>(())
     /// ```
     pub fn map(&self) -> Result<Mapping> {
-        // The token carries start, size and kind: one ioctl, not two.
-        let token = ioctl::get_token(&self.file).map_err(|e| self.err("MSHAREFS_GET_TOKEN", e))?;
-        if token.size == 0 {
-            return Err(self.err("MSHAREFS_GET_SIZE", Errno::EINVAL));
+        let (a, fd) = attach::memory(attach::Source::File(&self.file), self.writable)
+            .map_err(|(op, e)| self.err(op, e))?;
+        match fd {
+            Some(fd) => attach::map(&self.name, fd, &a, self.writable),
+            None => attach::map(&self.name, &self.file, &a, self.writable).map_err(|e| match e {
+                Error::Region { errno, .. }
+                    if a.backing == Backing::Hugetlb || errno == Errno::ENODEV =>
+                {
+                    attach::unattachable(&self.name, a.backing, errno)
+                }
+                e => e,
+            }),
         }
-        if token.flags & TOKEN_HUGETLB == 0 {
-            match self.map_fd(&self.file, &token) {
-                // No passthrough (the server's passthrough=off, or no
-                // CAP_SYS_ADMIN): the broker's descriptor maps.
-                Err(Error::Region {
-                    errno: Errno::ENODEV,
-                    ..
-                }) => {}
-                other => return other,
-            }
-        }
-        let fd = self.redeem(&token)?;
-        self.map_fd(&fd, &token)
-    }
-
-    /// Maps `fd` over the region `token` describes.
-    fn map_fd(&self, fd: impl AsFd, token: &MshareToken) -> Result<Mapping> {
-        Mapping::fixed(fd, token.start, token.size, self.writable).map_err(|e| match e {
-            Errno::EEXIST => Error::AddressInUse {
-                region: self.name.clone(),
-                start: token.start,
-            },
-            e => self.err("mmap", e),
-        })
     }
 }
 

@@ -4,9 +4,9 @@
 //!
 //! Reads top-down: [`fs`] (FUSE dispatch) → [`namespace`] (names, inodes)
 //! → [`region`] (a region's rules and memory, placed by [`placement`]) →
-//! [`backing`] and [`sys`] (the few raw system calls). [`broker`] hands
-//! backing descriptors to libmshare; [`state`] keeps regions so that they
-//! outlive the server. `unsafe` is denied here and allowed only in `sys`,
+//! [`backing`] and [`sys`] (the few raw system calls). [`state`] keeps
+//! regions so that they outlive the server, their memory in files that
+//! libmshare opens itself ([`backing`] names them). `unsafe` is denied here and allowed only in `sys`,
 //! `daemon` and `hugetlb_io`, each with a `# Safety` header.
 #![deny(unsafe_code)]
 // The docs are for the people who build the server, and link its private
@@ -14,7 +14,6 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod backing;
-pub mod broker;
 pub mod daemon;
 pub mod fail;
 pub mod fs;

@@ -1,9 +1,8 @@
 //! Sizing the server from its descriptor limit (pure logic, unit-tested).
 //!
-//! Every region holds one descriptor (its backing file), every broker
-//! connection one and every io_uring queue thread one, so `max_regions`
-//! may not exceed what `RLIMIT_NOFILE` leaves after the broker's share,
-//! the queues' most and a reserve: the server raises its
+//! Every region holds one descriptor (its backing file) and every io_uring
+//! queue thread one, so `max_regions` may not exceed what `RLIMIT_NOFILE`
+//! leaves after the queues' most and a reserve: the server raises its
 //! soft limit to the hard one at start and lowers `max_regions` (with a
 //! warning) to fit. Running out of descriptors would refuse every user;
 //! a limit refuses only the one who reached it.
@@ -13,16 +12,12 @@ use crate::options::Options;
 
 /// Descriptors kept for FUSE threads, logs and short-lived opens.
 pub const RESERVED_FDS: u64 = 128;
-/// The most broker connections held at once.
-pub const MAX_BROKER_CONNECTIONS: u64 = 1024;
 
 /// What the server may hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// Node limits of the namespace.
     pub limits: Limits,
-    /// Broker connections held at once.
-    pub broker_conns: usize,
     /// Why `max_regions` was lowered, if it was.
     pub lowered: Option<String>,
 }
@@ -30,14 +25,13 @@ pub struct Plan {
 /// The plan for `opts` with `nofile` descriptors, of which the io_uring
 /// queues may hold `queue_fds`.
 pub fn plan(opts: &Options, nofile: u64, queue_fds: u64) -> Plan {
-    let broker = (nofile / 8).clamp(16, MAX_BROKER_CONNECTIONS);
-    let kept = RESERVED_FDS + broker + queue_fds;
+    let kept = RESERVED_FDS + queue_fds;
     let budget = nofile.saturating_sub(kept).max(1);
     let nodes = opts.max_regions.min(budget);
     let lowered = (nodes < opts.max_regions).then(|| {
         format!(
             "max_regions={} does not fit RLIMIT_NOFILE={nofile} (each region holds a \
-             descriptor; {} are kept for the broker and the server): using \
+             descriptor; {} are kept for the server): using \
              max_regions={nodes}; raise the limit (LimitNOFILE=, ulimit -n) for more",
             opts.max_regions, kept
         )
@@ -48,7 +42,6 @@ pub fn plan(opts: &Options, nofile: u64, queue_fds: u64) -> Plan {
         .min(nodes);
     Plan {
         limits: Limits { nodes, per_user },
-        broker_conns: broker as usize,
         lowered,
     }
 }
@@ -63,16 +56,14 @@ mod tests {
         let p = plan(&opts, 1 << 20, 32);
         assert_eq!(p.limits.nodes, 65536, "a large limit keeps the default");
         assert_eq!(p.limits.per_user, 16384);
-        assert_eq!(p.broker_conns, 1024);
         assert!(p.lowered.is_none());
         let p = plan(&opts, 1024, 0);
-        assert_eq!(p.broker_conns, 128);
-        assert_eq!(p.limits.nodes, 1024 - 128 - 128);
-        assert_eq!(p.limits.per_user, (1024 - 256) / 4);
-        assert!(p.lowered.unwrap().contains("max_regions=768"));
+        assert_eq!(p.limits.nodes, 1024 - 128);
+        assert_eq!(p.limits.per_user, (1024 - 128) / 4);
+        assert!(p.lowered.unwrap().contains("max_regions=896"));
         let p = plan(&opts, 1024, 32);
-        assert_eq!(p.limits.nodes, 1024 - 128 - 128 - 32, "the queues' rings");
-        assert!(p.lowered.unwrap().contains("288 are kept"));
+        assert_eq!(p.limits.nodes, 1024 - 128 - 32, "the queues' rings");
+        assert!(p.lowered.unwrap().contains("160 are kept"));
         let mut small = Options::defaults(true);
         small.max_regions = 10;
         small.max_regions_per_user = Some(50);

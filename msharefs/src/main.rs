@@ -510,7 +510,6 @@ fn main() -> ExitCode {
     let fs = fs::MshareFs::new(
         opts.clone(),
         plan.limits,
-        plan.broker_conns,
         (
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
@@ -518,16 +517,27 @@ fn main() -> ExitCode {
         backing::BackingStore::new(kinds),
         (journal, pool.clone()),
     );
-    let state = state.map(|(dir, snap)| {
-        let adopted = fs.adopt(&snap);
-        let orphans = dir.remove_files(&adopted.regions);
-        if orphans > 0 {
-            info!("freed the memory of {orphans} regions that were removed before the previous server stopped");
+    let state = match state.map(|(dir, snap)| (fs.adopt(&snap), dir)) {
+        Some((adopted, _)) if !adopted.refused.is_empty() => {
+            eprintln!(
+                "msharefs: cannot open the memory of {} kept regions ({}); nothing was changed. \
+                 The server opens memory files that carry their regions' owners and modes: \
+                 it needs CAP_DAC_OVERRIDE, CAP_CHOWN and CAP_FOWNER",
+                adopted.refused.len(),
+                adopted.refused.join("; ")
+            );
+            return ExitCode::from(1);
         }
-        info!("regions are kept in {}", dir.path().display());
-        dir
-    });
-    let broker = fs.broker();
+        Some((adopted, dir)) => {
+            let orphans = dir.remove_files(&adopted.regions);
+            if orphans > 0 {
+                info!("freed the memory of {orphans} regions that were removed before the previous server stopped");
+            }
+            info!("regions are kept in {}", dir.path().display());
+            Some(dir)
+        }
+        None => None,
+    };
     let notifier = fs.notifier_slot();
     let fs = std::sync::Arc::new(fs);
     if let Err(e) = fs.start_preload_support() {
@@ -535,7 +545,6 @@ fn main() -> ExitCode {
     }
     if let Err(e) = prepare_uring(opts.io_uring) {
         eprintln!("msharefs: {e}");
-        broker.remove_socket();
         return ExitCode::from(1);
     }
     let mounted = match target {
@@ -548,7 +557,6 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("msharefs: cannot mount on {}: {e}", mountpoint.display());
-            broker.remove_socket();
             uring::restore_kernel_switch();
             return ExitCode::from(1);
         }
@@ -585,7 +593,6 @@ fn main() -> ExitCode {
     let stop = std::sync::Arc::new(stop::Stop::new(stop::Leftovers {
         state,
         pool,
-        broker,
         unmounter,
     }));
     let on_signal = stop.clone();

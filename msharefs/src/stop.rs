@@ -19,7 +19,6 @@ use log::{error, info};
 use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 
-use crate::broker::Broker;
 use crate::hugepool::HugePool;
 use crate::mount::OurMount;
 use crate::state::StateDir;
@@ -106,8 +105,6 @@ pub struct Leftovers {
     pub state: Option<StateDir>,
     /// The hugetlb pool the server grew.
     pub pool: Arc<HugePool>,
-    /// The descriptor broker, whose socket goes.
-    pub broker: Arc<Broker>,
     /// The mount.
     pub unmounter: Unmounter,
 }
@@ -166,10 +163,8 @@ impl Stop {
     }
 }
 
-/// Frees or keeps the regions, and takes down the broker's socket and the
-/// kernel switch.
+/// Frees or keeps the regions, and puts the kernel switch back.
 fn finish(l: Leftovers, fate: Fate) {
-    l.broker.remove_socket();
     uring::restore_kernel_switch();
     if fate == Fate::Free || l.state.is_none() {
         // Pages still mapped by clients go with their last mapping.

@@ -11,7 +11,7 @@
 
 use std::io::ErrorKind;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -53,7 +53,8 @@ pub fn fuse_device(fd: RawFd) -> Result<OwnedFd, String> {
 
 /// Makes directory `dir` with `mode` if needed and checks that it is a
 /// directory owned by this process's user that nobody else can write to
-/// (so nobody else can plant or replace entries in it).
+/// (so nobody else can plant or replace entries in it), and gives it
+/// `mode` if it has other bits.
 pub fn private_dir(dir: &Path, mode: u32) -> Result<(), String> {
     let shown = dir.display();
     match std::fs::DirBuilder::new().mode(mode).create(dir) {
@@ -67,6 +68,11 @@ pub fn private_dir(dir: &Path, mode: u32) -> Result<(), String> {
         return Err(format!(
             "{shown} is not a directory owned by uid {me} and writable only by it"
         ));
+    }
+    if meta.mode() & 0o7777 != mode {
+        // Made by an older server with other bits.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{shown}: {e}"))?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::mem::size_of;
 
 use crate::structs::{MshareInfo, MshareUnmap};
-use crate::{MshareCreate, MshareSetup, MshareToken};
+use crate::{MshareCreate, MshareSetup};
 
 /// The ioctl type byte of every msharefs ioctl.
 pub const MSHAREFS_IOCTL_TYPE: u8 = b'x';
@@ -26,9 +26,9 @@ pub const MSHAREFS_SET_SIZE: u32 = ioc(IOC_WRITE, 1, size_of::<MshareInfo>());
 pub const MSHAREFS_CREATE_MAPPING: u32 = ioc(IOC_WRITE, 2, size_of::<MshareCreate>());
 /// `MSHAREFS_UNMAP` = `_IOW('x', 3, struct mshare_unmap)`.
 pub const MSHAREFS_UNMAP: u32 = ioc(IOC_WRITE, 3, size_of::<MshareUnmap>());
-/// `MSHAREFS_GET_TOKEN` = `_IOR('x', 32, struct mshare_token)` (msharefs
-/// extension, not in the kernel series).
-pub const MSHAREFS_GET_TOKEN: u32 = ioc(IOC_READ, 32, size_of::<MshareToken>());
+// Number 32 was `MSHAREFS_GET_TOKEN` (a token for the descriptor broker,
+// removed: libmshare opens a region's memory file itself, see
+// `crate::ATTACH_XATTR`); it stays unused, and servers answer `ENOTTY`.
 /// `MSHAREFS_SETUP` = `_IOWR('x', 33, struct mshare_setup)` (msharefs
 /// extension): size a new region and map its object in one call.
 pub const MSHAREFS_SETUP: u32 = ioc(IOC_READ | IOC_WRITE, 33, size_of::<MshareSetup>());
@@ -45,6 +45,5 @@ const _: () = {
     assert!(MSHAREFS_SET_SIZE == 0x4010_7801);
     assert!(MSHAREFS_CREATE_MAPPING == 0x4028_7802);
     assert!(MSHAREFS_UNMAP == 0x4010_7803);
-    assert!(MSHAREFS_GET_TOKEN == 0x8028_7820);
     assert!(MSHAREFS_SETUP == 0xc018_7821);
 };

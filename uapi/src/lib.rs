@@ -7,10 +7,9 @@
 //!   series renumbered the ioctls in a way that collides, so the RFC v3
 //!   numbers are the ABI.
 //! - msharefs' extensions: [`MSHAREFS_SETUP`] and [`MshareSetup`] (size a new
-//!   region and map its object in one round trip), [`MSHAREFS_GET_TOKEN`],
-//!   [`MshareToken`] and the
-//!   broker socket ([`broker_socket_path`]) that trades a token for a
-//!   region's backing descriptor; the [`Backing`] kinds and their extended
+//!   region and map its object in one round trip); [`ATTACH_XATTR`] and
+//!   [`Attach`], what libmshare reads to attach a region by opening its
+//!   memory file itself; the [`Backing`] kinds and their extended
 //!   attribute [`BACKING_XATTR`].
 //! - What operators read through extended attributes: the hugetlb pool the
 //!   server manages ([`POOL_XATTR`], [`PoolStatus`], [`RESERVE_XATTR`]) and
@@ -34,29 +33,26 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod attach;
 mod backing;
 mod ioctl;
 pub mod mountinfo;
 mod size;
 mod structs;
-mod token;
 
 pub use admin::{
     MemoryId, PoolPolicy, PoolStatus, Shortfall, MEMORY_XATTR, POOL_XATTR, RESERVE_XATTR,
 };
+pub use attach::{Attach, BadAttach, ATTACH_XATTR, RUN_DIR};
 pub use backing::{Backing, UnknownBacking, BACKING_XATTR};
 pub use ioctl::{
-    MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_IOCTL_TYPE,
-    MSHAREFS_SETUP, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, MSHAREFS_UNMAPPED,
+    MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_IOCTL_TYPE, MSHAREFS_SETUP,
+    MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, MSHAREFS_UNMAPPED,
 };
 pub use size::{format_size, parse_size};
 pub use structs::{
     MshareCreate, MshareInfo, MshareOptions, MshareSetup, MshareUnmap, MSHARE_BACKING_DEFAULT,
     MSHARE_EXCL, MSHARE_NO_OBJECT, MSHARE_SETUP_OBJECT,
-};
-pub use token::{
-    broker_cpu_socket_path, broker_socket_path, broker_socket_pid, MshareToken, Token, BROKER_DIR,
-    TOKEN_HUGETLB, TOKEN_TTL_SECS, TOKEN_WRITABLE,
 };
 
 /// Name of the read-only file in the root of every msharefs mount that holds

@@ -152,6 +152,9 @@ impl MshareFs {
         }
         node.meta.ctime = now;
         let _ = self.persist(&ns, &[ino]);
+        if ch.mode.is_some() || ch.uid.is_some() || ch.gid.is_some() {
+            self.rekey_under(&ns, ino)?;
+        }
         Ok(self.attr(ino, ns.node(ino)?))
     }
 }

@@ -2,7 +2,6 @@
 //! them, and freeing what nothing refers to any more.
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use fuser::{FileAttr, INodeNo, RenameFlags};
@@ -12,6 +11,7 @@ use nix::errno::Errno;
 use parking_lot::RwLockWriteGuard;
 
 use super::{Caller, MshareFs};
+use crate::backing::Memory;
 use crate::fail::{ensure, Fail};
 use crate::namespace::{Kind, Meta, Namespace, Removal};
 use crate::region::Region;
@@ -23,15 +23,17 @@ impl MshareFs {
         self.entry_in(&ns, ns.child(parent, name)?)
     }
 
-    /// A new, empty backing file of `kind` for inode `ino`, labelled `name`.
+    /// A new, empty backing file of `kind` for inode `ino`, labelled `name`,
+    /// that `meta`'s owner and mode decide access to.
     pub(super) fn make_backing(
         &self,
         kind: Backing,
         ino: INodeNo,
         name: &str,
-    ) -> Result<OwnedFd, Fail> {
+        meta: &Meta,
+    ) -> Result<Memory, Fail> {
         self.store
-            .create(kind, ino.0, name)
+            .create(kind, ino.0, name, meta.owner())
             .map_err(|e| Fail::with(e, format!("cannot create {kind} backing memory: {e}")))
     }
 
@@ -50,9 +52,9 @@ impl MshareFs {
         let shape = ns.shape_in(parent);
         let kind = self.store.effective(shape.backing(self.opts.backing));
         let ino = ns.next_ino();
-        let file = self.make_backing(kind, ino, &name.to_string_lossy())?;
-        let region = Arc::new(Region::new(ino, kind, shape, file, &self.home));
         let meta = Meta::new(mode as u16, req.uid, req.gid);
+        let memory = self.make_backing(kind, ino, &name.to_string_lossy(), &meta)?;
+        let region = Arc::new(Region::new(ino, kind, shape, memory, &self.home));
         if let Err(f) = ns.insert(parent, name, Kind::Region(region.clone()), meta) {
             let memory = region.take_memory();
             drop(ns);
@@ -129,6 +131,11 @@ impl MshareFs {
     ) -> Result<(), Fail> {
         let ino = {
             let mut ns = self.ns.write();
+            let ino = ns.child(parent, name)?;
+            if ns.node(ino)?.region().is_some() {
+                // Whoever learned its memory file's name must not open it.
+                self.rekey_under(&ns, ino)?;
+            }
             let ino = ns.remove(parent, name, removal)?;
             let _ = self.persist(&ns, &[ino, parent]);
             ino
@@ -161,9 +168,16 @@ impl MshareFs {
             )?;
             let replaced = ns.rename(parent, name, newparent, newname, noreplace)?;
             let moved = ns.child(newparent, newname)?;
+            // New directories above decide who reaches what moved, and a
+            // region replaced is removed: no old name opens them.
+            let mut res = self.rekey_under(&ns, moved);
+            if let Some(t) = replaced.filter(|_| res.is_ok()) {
+                res = self.rekey_under(&ns, t);
+            }
             let mut changed = vec![moved, parent, newparent];
             changed.extend(replaced);
             let _ = self.persist(&ns, &changed);
+            res?;
             replaced
         };
         if let Some(t) = replaced {

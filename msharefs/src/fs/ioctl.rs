@@ -1,18 +1,16 @@
 //! The ioctls on a region file: decoding the bytes the kernel copied, the
-//! access check, and the call into the region or the broker.
+//! access check, and the call into the region.
 
 use fuser::{FileHandle, INodeNo};
 use log::debug;
 use mshare_uapi::{
-    Backing, MshareCreate, MshareInfo, MshareSetup, MshareToken, MshareUnmap,
-    MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE, MSHAREFS_GET_TOKEN, MSHAREFS_SETUP,
-    MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, MSHAREFS_UNMAPPED, MSHARE_SETUP_OBJECT, TOKEN_HUGETLB,
-    TOKEN_WRITABLE,
+    MshareCreate, MshareInfo, MshareSetup, MshareUnmap, MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE,
+    MSHAREFS_SETUP, MSHAREFS_SET_SIZE, MSHAREFS_UNMAP, MSHAREFS_UNMAPPED, MSHARE_SETUP_OBJECT,
 };
 use nix::errno::Errno;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use super::{Caller, MshareFs};
+use super::MshareFs;
 use crate::fail::{ensure, Fail};
 
 /// Decodes an ioctl argument (the kernel copied `_IOC_SIZE` bytes).
@@ -41,7 +39,6 @@ impl MshareFs {
     /// One ioctl on region handle `fh`; the bytes to copy out.
     pub(super) fn do_ioctl(
         &self,
-        req: Caller,
         ino: INodeNo,
         fh: FileHandle,
         cmd: u32,
@@ -115,33 +112,6 @@ impl MshareFs {
                 region.unmap(&decode::<MshareUnmap>(input)?)?;
                 self.attrs_changed(ino);
                 Ok(Vec::new())
-            }
-            MSHAREFS_GET_TOKEN => {
-                // A write-only open could read through any descriptor of
-                // the memory (mmap needs read access): it gets none.
-                ensure(
-                    access.reads(),
-                    Errno::EBADF,
-                    "backing descriptor for a file not opened for reading",
-                )?;
-                // Checked before a token exists, so a failing call issues none.
-                fits::<MshareToken>(out_size)?;
-                let token = self.broker.issue(fh, req.pid, region.file()?, access)?;
-                let mut flags = if access.writes() { TOKEN_WRITABLE } else { 0 };
-                if region.kind == Backing::Hugetlb {
-                    flags |= TOKEN_HUGETLB;
-                }
-                debug!("{}: token issued to pid {}", self.region_name(ino), req.pid);
-                // An unsized region's token says 0 + 0, as its size is.
-                let info = region.info().unwrap_or_default();
-                let reply = MshareToken {
-                    token,
-                    server_pid: std::process::id(),
-                    flags,
-                    start: info.start,
-                    size: info.size,
-                };
-                Ok(reply.as_bytes().to_vec())
             }
             MSHAREFS_UNMAPPED => {
                 self.unmapped(ino);

@@ -9,9 +9,10 @@ use log::{error, info, warn};
 use mshare_uapi::Backing;
 
 use super::MshareFs;
+use crate::backing::Owner;
 use crate::fail::Fail;
 use crate::namespace::{Kind, Namespace, ROOT};
-use crate::region::{Region, Shape};
+use crate::region::{Region, Released, Shape};
 use crate::state::record::{NodeKind, Record};
 use crate::state::Snapshot;
 
@@ -24,6 +25,9 @@ pub struct Adopted {
     pub dirs: usize,
     /// Regions recorded whose memory was not there.
     pub lost: usize,
+    /// Regions whose memory is there but could not be opened (not
+    /// adopted, nothing recorded: the server must not serve).
+    pub refused: Vec<String>,
 }
 
 impl MshareFs {
@@ -41,12 +45,32 @@ impl MshareFs {
         res
     }
 
+    /// Gives every region at or below `ino` a new memory file name, with
+    /// its owner and mode, after a change of what decides who may reach it
+    /// (a name learned before opens nothing from now on). Call it with the
+    /// namespace's write lock held, so no attach reads a name in between.
+    /// A failure is logged (error level) and returned.
+    pub(super) fn rekey_under(&self, ns: &Namespace, ino: INodeNo) -> Result<(), Fail> {
+        let mut res = Ok(());
+        for (region, meta) in ns.regions_under(ino) {
+            if let Err(f) = region.rekey(&self.store, meta.owner()) {
+                error!("{}", f.why);
+                res = Err(f);
+            }
+        }
+        res
+    }
+
     /// Frees what `take_memory` took from `region`: removes its kept file,
     /// then closes the server's descriptor (outside the namespace lock:
     /// closing the last one of a large file frees its pages right there).
-    pub(super) fn free(&self, region: &Region, memory: Option<Arc<std::os::fd::OwnedFd>>) {
-        let Some(memory) = memory else { return };
-        self.store.discard(region.kind, region.id.0);
+    pub(super) fn free(&self, region: &Region, memory: Option<Released>) {
+        let Some(Released { file: memory, name }) = memory else {
+            return;
+        };
+        if let Some(name) = name {
+            self.store.discard(region.kind, &name);
+        }
         if region.kind == Backing::Hugetlb {
             // Pages still mapped by clients become surplus and go with the
             // last mapping.
@@ -64,6 +88,7 @@ impl MshareFs {
     pub fn adopt(&self, snap: &Snapshot) -> Adopted {
         let mut found = Adopted::default();
         let mut nodes = Vec::new();
+        let mut files = self.store.kept_files();
         let root_uid = self.ns.read().node(ROOT).map_or(0, |n| n.meta.uid);
         let shape_in = |dir: u64| match snap.nodes.get(&dir) {
             Some(d) => Shape::of_dir(
@@ -79,7 +104,11 @@ impl MshareFs {
                     found.dirs += 1;
                     Kind::Dir(Default::default())
                 }
-                NodeKind::Region(kind) => match self.store.open_kept(kind, rec.ino) {
+                NodeKind::Region(kind) => match files
+                    .remove(&(kind, rec.ino))
+                    .ok_or(nix::errno::Errno::ENOENT)
+                    .and_then(|name| self.store.open_kept(kind, &name, owner_of(rec)))
+                {
                     Ok(file) => {
                         found.regions.insert((kind, rec.ino));
                         Kind::Region(Arc::new(Region::adopt(
@@ -90,9 +119,16 @@ impl MshareFs {
                             snap.layouts.get(&rec.ino),
                         )))
                     }
+                    Err(e) if e != nix::errno::Errno::ENOENT => {
+                        found.regions.insert((kind, rec.ino));
+                        found
+                            .refused
+                            .push(format!("{:?} (inode {}, {kind}): {e}", rec.name, rec.ino));
+                        continue;
+                    }
                     Err(e) => {
                         error!(
-                            "region {:?} (inode {}, {kind}) is lost: its memory is not in the state directory ({e})",
+                            "region {:?} (inode {}, {kind}) is lost: its memory cannot be opened in the state directory ({e})",
                             rec.name, rec.ino
                         );
                         found.lost += 1;
@@ -119,5 +155,14 @@ impl MshareFs {
             );
         }
         found
+    }
+}
+
+/// Who may open the memory file of the region `rec` records.
+fn owner_of(rec: &crate::state::record::NodeRec) -> Owner {
+    Owner {
+        perm: rec.perm,
+        uid: rec.uid,
+        gid: rec.gid,
     }
 }

@@ -39,7 +39,6 @@ use self::handles::{Handles, Opened};
 use self::reply::{answer, empty, entry, Lazy, ATTR_TTL};
 use self::xattr::xattr_reply;
 use crate::backing::BackingStore;
-use crate::broker::Broker;
 use crate::fail::Fail;
 use crate::hugepool::HugePool;
 use crate::namespace::{Limits, Namespace, Removal, NAME_MAX};
@@ -69,8 +68,6 @@ pub struct MshareFs {
     passthrough: AtomicBool,
     /// What `mshare_info` reads as.
     info_text: String,
-    /// Hands backing descriptors to holders of open region files.
-    broker: Arc<Broker>,
     /// Tells the kernel about changes it did not make (set once the
     /// session exists).
     notifier: Arc<OnceLock<Notifier>>,
@@ -123,14 +120,13 @@ impl Deref for Mounted {
 
 impl MshareFs {
     /// A file system with these options and limits, its root owned by
-    /// `uid`/`gid`; its broker serves `broker_conns` connections at once.
+    /// `uid`/`gid`.
     /// `store` makes the memory, `journal` records the namespace
     /// ([`Self::adopt`] takes over what a previous server left) and `pool`
     /// gives hugetlb pages.
     pub fn new(
         opts: Options,
         limits: Limits,
-        broker_conns: usize,
         (uid, gid): (u32, u32),
         store: BackingStore,
         (journal, pool): (Journal, Arc<HugePool>),
@@ -154,7 +150,6 @@ impl MshareFs {
             info_text: format!("{}\n", opts.align),
             passthrough: AtomicBool::new(opts.passthrough == Passthrough::Auto),
             opts,
-            broker: Broker::start(broker_conns),
             notifier: Arc::new(OnceLock::new()),
             device: OnceLock::new(),
             owner: uid,
@@ -197,11 +192,6 @@ impl MshareFs {
                 debug!("invalidating the attributes of inode {}: {e}", ino.0);
             }
         }
-    }
-
-    /// The descriptor broker (main removes its socket at exit).
-    pub fn broker(&self) -> Arc<Broker> {
-        self.broker.clone()
     }
 
     /// The region's name for a log line, looked up only if the line is
@@ -582,7 +572,7 @@ impl Filesystem for Mounted {
 
     fn ioctl(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         _flags: IoctlFlags,
@@ -591,13 +581,13 @@ impl Filesystem for Mounted {
         out_size: u32,
         reply: ReplyIoctl,
     ) {
-        let res = self.do_ioctl(req.into(), ino, fh, cmd, in_data, out_size);
+        let res = self.do_ioctl(ino, fh, cmd, in_data, out_size);
         let subject = Lazy(|| format!("{cmd:#x} on {}", self.region_name(ino)));
         answer(reply, "ioctl", subject, res, |r, out| r.ioctl(0, &out));
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let res = self.xattr_value(ino, name);
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let res = self.xattr_value(req.into(), ino, name);
         xattr_reply(reply, "getxattr", ino, size, res);
     }
 

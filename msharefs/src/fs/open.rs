@@ -191,7 +191,6 @@ impl MshareFs {
     /// `release`: the last close of a handle.
     pub(super) fn do_release(&self, ino: INodeNo, fh: FileHandle) {
         let opened = self.handles.remove(fh);
-        self.broker.revoke_handle(fh);
         if let Some(Opened::Region { region, .. }) = opened {
             if region.release() == 0 {
                 self.closed_transient(&region);

@@ -335,7 +335,7 @@ impl MshareFs {
             op::GETXATTR => {
                 let a: GetxattrIn = head(op)?;
                 let [name] = names(payload)?;
-                xattr_out(out, a.size, self.xattr_value(ino, name))
+                xattr_out(out, a.size, self.xattr_value(who, ino, name))
             }
             op::LISTXATTR => {
                 let a: GetxattrIn = head(op)?;
@@ -375,7 +375,7 @@ impl MshareFs {
                 let input = payload
                     .get(..a.in_size as usize)
                     .ok_or_else(|| malformed("short ioctl input"))?;
-                let data = self.do_ioctl(who, ino, FileHandle(a.fh), a.cmd, input, a.out_size)?;
+                let data = self.do_ioctl(ino, FileHandle(a.fh), a.cmd, input, a.out_size)?;
                 out.put_struct(&IoctlOut::default())?;
                 out.put(&data)
             }

@@ -1,7 +1,9 @@
 //! Extended attributes: `user.mshare.backing`, which names a region's
 //! backing kind and, on a fresh region, changes it (on the root: the
-//! backing of regions created without naming one); `user.mshare.memory`,
-//! where a region's memory lives; and on the root the hugetlb pool
+//! backing of regions created without naming one); `user.mshare.attach`,
+//! what libmshare needs to attach a region (its start, size, kind and
+//! memory file); `user.mshare.memory`, where a region's memory lives (device
+//! and inode); and on the root the hugetlb pool
 //! (`user.mshare.hugetlb_pool`, and `user.mshare.hugetlb_reserve`, which root
 //! sets to grow it).
 
@@ -11,19 +13,30 @@ use std::sync::Arc;
 use fuser::{INodeNo, ReplyXattr};
 use log::debug;
 use mshare_uapi::{
-    parse_size, Backing, MemoryId, BACKING_XATTR, MEMORY_XATTR, POOL_XATTR, RESERVE_XATTR,
+    parse_size, Attach, Backing, MemoryId, ATTACH_XATTR, BACKING_XATTR, MEMORY_XATTR, POOL_XATTR,
+    RESERVE_XATTR,
 };
 use nix::errno::Errno;
 
 use super::reply::answer;
 use super::{Caller, MshareFs};
 use crate::fail::{ensure, Fail};
-use crate::namespace::ROOT;
+use crate::namespace::{MAY_READ, ROOT};
 use crate::region::Region;
 
 impl MshareFs {
     /// `getxattr`.
-    pub(super) fn xattr_value(&self, ino: INodeNo, name: &OsStr) -> Result<Vec<u8>, Fail> {
+    pub(super) fn xattr_value(
+        &self,
+        req: Caller,
+        ino: INodeNo,
+        name: &OsStr,
+    ) -> Result<Vec<u8>, Fail> {
+        if name == ATTACH_XATTR {
+            return self
+                .attach_value(req, ino)
+                .map(|a| a.to_string().into_bytes());
+        }
         if ino == ROOT && name == POOL_XATTR {
             return Ok(self.home.pool.status().to_string().into_bytes());
         }
@@ -45,11 +58,41 @@ impl MshareFs {
         let names: &[&str] = if ino == ROOT {
             &[BACKING_XATTR, POOL_XATTR]
         } else if self.ns.read().node(ino)?.region().is_some() {
-            &[BACKING_XATTR, MEMORY_XATTR]
+            &[BACKING_XATTR, ATTACH_XATTR, MEMORY_XATTR]
         } else {
             &[]
         };
         Ok(names.iter().flat_map(|n| n.bytes().chain([0])).collect())
+    }
+
+    /// `user.mshare.attach` of region `ino`: its start, size, kind and
+    /// memory file. The kernel lets only callers with read permission on
+    /// the region and search permission above it read a `user.*` attribute
+    /// when it checks modes (`default_permissions`); without it the server
+    /// checks the same, with the caller's uid and primary gid.
+    fn attach_value(&self, req: Caller, ino: INodeNo) -> Result<Attach, Fail> {
+        // Under the namespace lock: a chmod or rename renames the memory
+        // file under the write lock, so no name older than it is read.
+        let ns = self.ns.read();
+        let region = ns.node(ino)?.region().cloned();
+        let region = region.ok_or(Fail::new(Errno::ENODATA, "not a region"))?;
+        if !self.opts.default_permissions {
+            ensure(
+                ns.reachable(ino, req.uid, req.gid, MAY_READ),
+                Errno::EACCES,
+                "user.mshare.attach needs read permission on the region",
+            )?;
+        }
+        let info = region.info()?;
+        let path = region
+            .memory_name()
+            .and_then(|name| self.store.path(region.kind, &name));
+        Ok(Attach {
+            start: info.start,
+            size: info.size,
+            backing: region.kind,
+            path,
+        })
     }
 
     /// `setxattr`: the backing of a region, or root's pool reservation.
@@ -113,8 +156,9 @@ impl MshareFs {
             Errno::EINVAL,
             "a region of shm/ cannot be hugetlb-backed",
         )?;
-        let file = self.make_backing(kind, ino, &self.region_name(ino))?;
-        let new = Arc::new(Region::new(ino, kind, old.shape, file, &self.home));
+        let meta = self.ns.read().node(ino)?.meta;
+        let memory = self.make_backing(kind, ino, &self.region_name(ino), &meta)?;
+        let new = Arc::new(Region::new(ino, kind, old.shape, memory, &self.home));
         let replaced = {
             let mut ns = self.ns.write();
             let res = ns.replace_region(ino, &old, new.clone());

@@ -7,6 +7,7 @@
 
 mod dir;
 mod shape;
+mod walk;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -22,6 +23,7 @@ use crate::fail::{ensure, Fail};
 use crate::region::Region;
 use crate::state::record::{NodeKind, NodeRec, Record};
 pub use dir::Dir;
+pub use walk::{permits, MAY_READ};
 
 /// Inode number of the root directory.
 pub const ROOT: INodeNo = INodeNo(1);

@@ -15,7 +15,7 @@ use mshare_uapi::{Backing, MshareCreate, MshareInfo, MshareUnmap};
 use nix::errno::Errno;
 use parking_lot::Mutex;
 
-use crate::backing;
+use crate::backing::{self, BackingStore, Memory, Owner};
 use crate::fail::{ensure, Fail};
 use crate::hugepool::{pages_for, HugePool};
 use crate::passthrough::PassthroughId;
@@ -38,6 +38,16 @@ pub struct Home {
     pub pool: Arc<HugePool>,
 }
 
+/// What [`Region::take_memory`] gives up: the server's descriptor, to
+/// close outside the locks, and the memory file's name, to remove.
+#[derive(Debug)]
+pub struct Released {
+    /// The server's descriptor of the memory.
+    pub file: Arc<OwnedFd>,
+    /// The kept file's name, if it is kept.
+    pub name: Option<String>,
+}
+
 /// A shared memory region.
 #[derive(Debug)]
 pub struct Region {
@@ -58,6 +68,8 @@ pub struct Region {
 struct State {
     /// The backing file; `None` once the memory has been released.
     file: Option<Arc<OwnedFd>>,
+    /// Its name in the state directory, if the memory is kept.
+    name: Option<String>,
     /// Start and size, once set.
     info: Option<MshareInfo>,
     /// Objects, sorted by address.
@@ -85,16 +97,17 @@ impl State {
 }
 
 impl Region {
-    /// A new, unsized region over `file`, placed and recorded as `home`
+    /// A new, unsized region over `memory`, placed and recorded as `home`
     /// says.
-    pub fn new(id: INodeNo, kind: Backing, shape: Shape, file: OwnedFd, home: &Home) -> Self {
+    pub fn new(id: INodeNo, kind: Backing, shape: Shape, memory: Memory, home: &Home) -> Self {
         Region {
             id,
             kind,
             shape,
             home: home.clone(),
             state: Mutex::new(State {
-                file: Some(Arc::new(file)),
+                file: Some(Arc::new(memory.file)),
+                name: memory.name,
                 info: None,
                 objects: Vec::new(),
                 opens: 0,
@@ -103,16 +116,16 @@ impl Region {
         }
     }
 
-    /// A region a previous server left: `file` with the recorded `layout`
+    /// A region a previous server left: `memory` with the recorded `layout`
     /// (`None`: unsized). Its range is claimed in `placement` again.
     pub fn adopt(
         id: INodeNo,
         (kind, shape): (Backing, Shape),
-        file: OwnedFd,
+        memory: Memory,
         home: &Home,
         layout: Option<&LayoutRec>,
     ) -> Self {
-        let region = Region::new(id, kind, shape, file, home);
+        let region = Region::new(id, kind, shape, memory, home);
         if let Some(l) = layout {
             let mut st = region.state.lock();
             st.info = Some(MshareInfo {
@@ -423,12 +436,45 @@ impl Region {
     /// because closing the last descriptor of a large file frees its pages
     /// right there. Mappings made by clients keep their pages until unmapped.
     #[must_use = "drop the memory outside the namespace lock"]
-    pub fn take_memory(&self) -> Option<Arc<OwnedFd>> {
+    pub fn take_memory(&self) -> Option<Released> {
         let mut st = self.state.lock();
         st.backing_id = None;
         st.objects.clear();
         self.home.placement.release(self.id);
-        st.file.take()
+        let file = st.file.take()?;
+        Some(Released {
+            file,
+            name: st.name.take(),
+        })
+    }
+
+    /// The name of the memory file in the state directory (`None` for
+    /// volatile or released memory).
+    pub fn memory_name(&self) -> Option<String> {
+        self.state.lock().name.clone()
+    }
+
+    /// Gives the memory file `owner`'s access and a new secret name, so
+    /// that no name given out before opens it (after a change of what
+    /// decides access to the region). Nothing for volatile memory.
+    pub fn rekey(&self, store: &BackingStore, owner: Owner) -> Result<(), Fail> {
+        let mut st = self.state.lock();
+        let (Some(file), Some(name)) = (&st.file, &st.name) else {
+            return Ok(());
+        };
+        let new = store
+            .rename(self.kind, self.id.0, name, file, owner)
+            .map_err(|e| {
+                Fail::with(
+                    e,
+                    format!(
+                        "cannot rename the memory file {name} of inode {}: {e}",
+                        self.id.0
+                    ),
+                )
+            })?;
+        st.name = Some(new);
+        Ok(())
     }
 
     /// Reads for a handle served by the server (no passthrough).

@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use mshare_uapi::{Backing, PoolPolicy, BROKER_DIR, HUGE_PAGE_SIZE};
+use mshare_uapi::{Backing, PoolPolicy, HUGE_PAGE_SIZE, RUN_DIR};
 use nix::fcntl::{Flock, FlockArg};
 
 use super::journal::STATE_FILE;
@@ -23,7 +23,7 @@ use crate::hugepool::{HugePool, RECORD_FILE};
 
 /// The directory that holds every default state directory.
 pub fn root() -> PathBuf {
-    Path::new(BROKER_DIR).join("state")
+    Path::new(RUN_DIR).join("state")
 }
 
 /// One state directory and what it holds.

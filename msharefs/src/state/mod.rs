@@ -5,13 +5,18 @@
 //! otherwise):
 //!
 //! - `thp/`, `shmem/`, `hugetlb/`: a private tmpfs (`huge=always`), tmpfs
-//!   (`huge=never`) and hugetlbfs instance mounted there, mode 0700, holding
-//!   each region's memory as the file `r<inode>`;
+//!   (`huge=never`) and hugetlbfs instance mounted there, mode 0711 (others
+//!   may open a file whose name they were given, not list them), holding
+//!   each region's memory as the file `r<inode>.<secret>`
+//!   ([`crate::backing`]);
 //! - `state`: the namespace (names, modes, owners, times, backing kinds,
 //!   start, size, objects) in the versioned format of [`record`], kept
 //!   current by the [`Journal`];
 //! - `lock`: `flock`ed by the live server (and holding its pid), so that two
 //!   servers never share the state.
+//!
+//! The directory and the ones above it that the server makes are mode 0711;
+//! every file in it but the memory files is the server's alone (0600).
 //!
 //! Mounts and files stay when the server dies, so the next server started on
 //! the same mount point adopts every region: same pages, so mappings made
@@ -30,7 +35,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
-use mshare_uapi::{Backing, BROKER_DIR};
+use mshare_uapi::{Backing, RUN_DIR};
 use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::Mode;
@@ -40,6 +45,7 @@ pub use journal::Journal;
 use journal::STATE_FILE;
 pub use record::Snapshot;
 
+use crate::backing::KindDir;
 use crate::sys::private_dir;
 
 /// The instance that holds each kept backing kind: kind, file system type,
@@ -49,20 +55,20 @@ const INSTANCES: [(Backing, &str, FsType, &str); 3] = [
         Backing::Thp,
         "tmpfs",
         TMPFS_MAGIC,
-        "mode=0700,huge=always,size=100%",
+        "mode=0711,huge=always,size=100%",
     ),
     (
         Backing::Shmem,
         "tmpfs",
         TMPFS_MAGIC,
-        "mode=0700,huge=never,size=100%",
+        "mode=0711,huge=never,size=100%",
     ),
-    (Backing::Hugetlb, "hugetlbfs", HUGETLBFS_MAGIC, "mode=0700"),
+    (Backing::Hugetlb, "hugetlbfs", HUGETLBFS_MAGIC, "mode=0711"),
 ];
 
 /// The default state directory of a server on `mountpoint` (absolute).
 pub fn default_path(mountpoint: &Path) -> PathBuf {
-    Path::new(BROKER_DIR)
+    Path::new(RUN_DIR)
         .join("state")
         .join(escape_path(mountpoint))
 }
@@ -101,6 +107,14 @@ pub struct StateDir {
     kinds: Vec<(Backing, OwnedFd)>,
 }
 
+/// The first directory above `path` (or `path` itself) that others may
+/// not search, if any.
+fn unsearchable_above(path: &Path) -> Option<String> {
+    path.ancestors()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.mode() & 0o001 == 0))
+        .map(|p| p.display().to_string())
+}
+
 impl StateDir {
     /// Opens (making what is missing) and locks the state directory at
     /// `path`, mounts the backing instances that are not mounted yet, and
@@ -110,12 +124,18 @@ impl StateDir {
     pub fn open(path: &Path, align: u64, fresh: bool) -> Result<(StateDir, Snapshot), String> {
         let shown = path.display();
         if let Some(parent) = path.parent() {
-            if parent == Path::new(BROKER_DIR).join("state") {
-                private_dir(Path::new(BROKER_DIR), 0o755)?;
-                private_dir(parent, 0o700)?;
+            if parent == Path::new(RUN_DIR).join("state") {
+                private_dir(Path::new(RUN_DIR), 0o755)?;
+                private_dir(parent, 0o711)?;
             }
         }
-        private_dir(path, 0o700)?;
+        private_dir(path, 0o711)?;
+        if let Some(above) = unsearchable_above(path) {
+            warn!(
+                "{above} is not searchable by other users: libmshare cannot attach their \
+                 regions (their memory files are below it)"
+            );
+        }
         let lock = lock(&path.join("lock"))?;
         let mut kinds = Vec::new();
         for (kind, fstype, magic, data) in INSTANCES {
@@ -188,10 +208,16 @@ impl StateDir {
     }
 
     /// The directory of every kept kind (for the backing store).
-    pub fn kind_dirs(&self) -> Vec<(Backing, OwnedFd)> {
+    pub fn kind_dirs(&self) -> Vec<KindDir> {
         self.kinds
             .iter()
-            .filter_map(|(k, d)| d.try_clone().ok().map(|d| (*k, d)))
+            .filter_map(|(k, d)| {
+                d.try_clone().ok().map(|dir| KindDir {
+                    kind: *k,
+                    dir,
+                    path: self.path.join(k.as_str()),
+                })
+            })
             .collect()
     }
 
@@ -205,10 +231,7 @@ impl StateDir {
                 continue;
             };
             for e in entries.flatten() {
-                let ino = e
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix('r')?.parse::<u64>().ok());
+                let ino = e.file_name().to_str().and_then(crate::backing::ino_of);
                 if ino.is_some_and(|i| keep.contains(&(*kind, i))) {
                     continue;
                 }
@@ -286,7 +309,7 @@ fn write_pid(lock: &mut File) -> std::io::Result<()> {
 /// previous server's instance of the same type already is.
 fn instance(dir: &Path, fstype: &str, magic: FsType, data: &str) -> Result<OwnedFd, String> {
     let shown = dir.display();
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+    match std::fs::DirBuilder::new().mode(0o711).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(format!("{shown}: {e}")),
@@ -309,12 +332,16 @@ fn instance(dir: &Path, fstype: &str, magic: FsType, data: &str) -> Result<Owned
         nix::mount::mount(Some("msharefs"), dir, Some(fstype), flags, Some(data))
             .map_err(|e| format!("cannot mount {fstype} on {shown}: {e}"))?;
     }
-    nix::fcntl::open(
+    let fd = nix::fcntl::open(
         dir,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| format!("{shown}: {e}"))
+    .map_err(|e| format!("{shown}: {e}"))?;
+    // An instance mounted by an older server is 0700.
+    nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o711))
+        .map_err(|e| format!("{shown}: {e}"))?;
+    Ok(fd)
 }
 
 #[cfg(test)]
