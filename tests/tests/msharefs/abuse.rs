@@ -1,5 +1,5 @@
 //! Abuse probes (issue 7): hostile local users against root's and each
-//! other's regions, a flood of the broker and of slow requests, and a soak.
+//! other's regions, a flood of renames and attribute reads, and a soak.
 //! They take longer than the suite's tests and print their figures, so
 //! they are `#[ignore]`d: `tools/abuse.sh` runs them.
 
@@ -40,27 +40,38 @@ fn probe_map(fd: &OwnedFd) -> Got {
 }
 
 /// Every route from an open of `path` with `flags` to the region's bytes:
-/// the file itself, its mapping, the broker's descriptor and its mapping,
-/// and every reopen of those through /proc/self/fd. Returns (checks,
-/// wrong grants) against what `may` allows.
-fn routes(path: &Path, flags: i32, may: Got) -> (u32, u32) {
+/// the file itself, its mapping, the memory file that libmshare opens
+/// with the same access (if the attribute names it to this user) and its
+/// mapping, the memory file by the name root `learned` (as if it had
+/// leaked), and every reopen of those through /proc/self/fd. Returns
+/// (checks, wrong grants) against what `may` allows.
+fn routes(path: &Path, learned: &Path, flags: i32, may: Got) -> (u32, u32) {
     let (mut checks, mut wrong) = (0, 0);
     let mut judge = |got: Got| {
         checks += 2;
         wrong += u32::from(got.read && !may.read) + u32::from(got.write && !may.write);
     };
-    let Ok(file) = open(path, flags) else {
-        judge(Got::default());
-        return (checks, wrong);
-    };
-    judge(Got {
+    let by_access = Got {
         read: flags & libc::O_ACCMODE != libc::O_WRONLY,
         write: flags & libc::O_ACCMODE != libc::O_RDONLY,
-    });
-    let mut fds = vec![file];
-    if let Ok(token) = ioctl::get_token(&fds[0]) {
-        if let Ok(fd) = libmshare::broker::exchange(&token) {
-            fds.push(fd);
+    };
+    let mut fds = Vec::new();
+    for opened in [open(path, flags), open(learned, flags)] {
+        match opened {
+            Ok(fd) => {
+                judge(by_access);
+                fds.push(fd);
+            }
+            Err(_) => judge(Got::default()),
+        }
+    }
+    if let Some(memory) = attach_path(path) {
+        match open(&memory, flags) {
+            Ok(fd) => {
+                judge(by_access);
+                fds.push(fd);
+            }
+            Err(_) => judge(Got::default()),
         }
     }
     for fd in fds {
@@ -77,6 +88,12 @@ fn routes(path: &Path, flags: i32, may: Got) -> (u32, u32) {
         }
     }
     (checks, wrong)
+}
+
+/// The memory file that region `path`'s `user.mshare.attach` names to
+/// the caller, if it may read it.
+fn attach_path(path: &Path) -> Option<std::path::PathBuf> {
+    attach_value(path).ok()?.path
 }
 
 /// uid 1000 (in the regions' group 1000) and uid 65534 (other) against
@@ -115,10 +132,11 @@ fn abuse_access_matrix() {
                 write: bits & 2 != 0,
             };
             let path = m.path(name);
+            let learned = attach_path(&path).expect("root reads every attribute");
             for flags in [libc::O_RDONLY, libc::O_WRONLY, libc::O_RDWR] {
-                let path = path.clone();
+                let (path, learned) = (path.clone(), learned.clone());
                 let code = as_user(uid, move || {
-                    let (c, w) = routes(&path, flags, may);
+                    let (c, w) = routes(&path, &learned, flags, may);
                     // Exit code: checks in the low 8 bits, wrong ones above.
                     (c.min(255) | (w.min(127) << 8)) as i32
                 });
@@ -142,8 +160,9 @@ fn abuse_access_matrix() {
     assert!(intact);
 }
 
-/// Attaches of root's region while other users flood the broker with idle
-/// connections, loop GET_TOKEN and allocate and free gigabytes.
+/// Attaches of root's region while other users loop reading the attach
+/// attribute, chmod their own regions (each one a rename of its memory
+/// file) and allocate and free gigabytes.
 #[test]
 #[ignore = "abuse probe: tools/abuse.sh"]
 fn abuse_flood() {
@@ -167,7 +186,7 @@ fn abuse_flood() {
         let mut failed = 0;
         for _ in 0..n {
             let t = Instant::now();
-            let ok = mount.open("sga", true).and_then(|r| r.map()).is_ok();
+            let ok = mount.attach("sga", true).is_ok();
             times.push(t.elapsed());
             failed += usize::from(!ok);
         }
@@ -175,24 +194,33 @@ fn abuse_flood() {
         (times, failed)
     };
     let (quiet, _) = attaches(200);
-    let server = m.pid().as_raw() as u32;
     let dir = m.dir.clone();
-    let idle = Attacker::start(65534, move |w| hold_idle_broker_connections(server, w));
-    let tokens = |uid: u32, name: &'static str| {
+    let sga = m.path("sga");
+    let reader = Attacker::start(65534, move |w| {
+        ready(w);
+        loop {
+            let _ = attach_path(&sga);
+        }
+    });
+    let renames = |uid: u32, name: &'static str| {
         let dir = dir.clone();
         Attacker::start(uid, move |w| {
             let mount = Mount::find(Some(&dir)).unwrap();
-            let r = mount
-                .create(name, 0, MIB2, &CreateOptions::default())
-                .unwrap();
+            drop(
+                mount
+                    .create(name, 0, MIB2, &CreateOptions::default())
+                    .unwrap(),
+            );
+            let path = dir.join(name);
             ready(w);
-            loop {
-                let _ = ioctl::get_token(&r);
+            for mode in [0o600, 0o644].into_iter().cycle() {
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
             }
+            unreachable!()
         })
     };
-    let t1 = tokens(65534, "tokens-a");
-    let t2 = tokens(1000, "tokens-b");
+    let t1 = renames(65534, "renames-a");
+    let t2 = renames(1000, "renames-b");
     let dir2 = dir.clone();
     let alloc = Attacker::start(1000, move |w| {
         let size = 2u64 << 30;
@@ -213,7 +241,7 @@ fn abuse_flood() {
         }
     });
     let (flood, failed) = attaches(200);
-    drop((idle, t1, t2, alloc));
+    drop((reader, t1, t2, alloc));
     let pct = |v: &[Duration], p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(

@@ -189,41 +189,8 @@ pub fn root_region(m: &Server, name: &str, backing: Option<libmshare::Backing>, 
     std::fs::set_permissions(m.path(name), std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The body of an attacker that holds 200 idle connections to each
-/// socket of the broker of the server with pid `server` (the main one and
-/// the one of every CPU), renewed every 1.5 s (a slowloris): says ready on
-/// `w`, then never returns.
-pub fn hold_idle_broker_connections(server: u32, w: OwnedFd) -> ! {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixStream};
-    let mut paths = vec![mshare_uapi::broker_socket_path(server)];
-    paths.extend(
-        (0..possible_cpus()).map(|c| mshare_uapi::broker_cpu_socket_path(server, c as u32)),
-    );
-    let connect = |path: &std::path::Path| match UnixStream::connect(path) {
-        Ok(s) => Some(s),
-        // The server before issue 7 listened on an abstract name.
-        Err(_) => SocketAddr::from_abstract_name(format!("msharefs.{server}.broker"))
-            .and_then(|a| UnixStream::connect_addr(&a))
-            .ok(),
-    };
-    let flood = || -> Vec<UnixStream> {
-        paths
-            .iter()
-            .flat_map(|p| (0..200).filter_map(|_| connect(p)).collect::<Vec<_>>())
-            .collect()
-    };
-    let mut conns = flood();
-    ready(w);
-    loop {
-        std::thread::sleep(Duration::from_millis(1500));
-        conns.clear();
-        conns = flood();
-    }
-}
-
 /// CPUs the kernel counts (`/sys/devices/system/cpu/possible`): one
-/// io_uring queue and one broker socket each.
+/// io_uring queue each.
 pub fn possible_cpus() -> usize {
     let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
     let last = text.trim().rsplit([',', '-']).next().unwrap();
@@ -243,4 +210,12 @@ pub fn on_cpu<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
     one.set(cpu).unwrap();
     sched_setaffinity(Pid::from_raw(0), &one).unwrap();
     f()
+}
+
+/// Region `path`'s `user.mshare.attach` attribute, parsed.
+pub fn attach_value(path: &std::path::Path) -> Result<mshare_uapi::Attach, nix::errno::Errno> {
+    let mut buf = [0u8; 1024];
+    let n = rustix::fs::getxattr(path, mshare_uapi::ATTACH_XATTR, &mut buf)
+        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error()))?;
+    mshare_uapi::Attach::parse(&buf[..n]).map_err(|_| nix::errno::Errno::EPROTO)
 }

@@ -239,44 +239,48 @@ fn read_only_opens_get_read_only_descriptors() {
     assert!(fd.as_raw_fd() >= 0);
 }
 
-/// thp and shmem regions map through the region file (FUSE passthrough);
-/// where the server has none (here: no CAP_SYS_ADMIN), through the
-/// broker's descriptor instead. Either way every mapping sees the same
-/// memory, and /proc/PID/maps shows which route was taken.
+/// Every kind maps through its memory file (the region file stays closed
+/// in `Mount::attach`); a server without a state directory (here: no
+/// CAP_SYS_ADMIN, so no instances, no passthrough) keeps none, and an
+/// attach says so instead of mapping something incoherent.
 #[test]
-fn map_takes_the_region_file_where_passthrough_works_and_the_broker_elsewhere() {
-    for without_passthrough in [false, true] {
-        let m = if without_passthrough {
-            Server::premounted_without_cap_sys_admin("align=2M")
-        } else {
-            Server::mount("align=2M")
-        };
-        let mount = Mount::at(&m.dir).unwrap();
-        let region = mount.create("r", 0, MIB2, &options(None)).unwrap();
-        region.map().unwrap().write(0, b"first"); // unmapped again
-        let path = m.path("r");
-        let code = in_child(|| {
-            let other = Mount::at(path.parent().unwrap()).unwrap();
-            let map = other.open("r", false).unwrap().map().unwrap();
-            let mut buf = [0u8; 5];
-            map.read(0, &mut buf);
-            map.write(5, b"second");
-            i32::from(&buf != b"first")
-        });
-        assert_eq!(code, 0, "without passthrough: {without_passthrough}");
-        let map = region.map().unwrap();
-        let mut buf = [0u8; 6];
-        map.read(5, &mut buf);
-        assert_eq!(&buf, b"second");
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let line = maps
-            .lines()
-            .find(|l| l.starts_with(&format!("{:x}-", map.as_ptr() as u64)))
-            .unwrap();
-        assert_eq!(
-            line.contains(&path.display().to_string()),
-            !without_passthrough,
-            "{line}"
-        );
-    }
+fn map_takes_the_memory_file_and_says_why_where_there_is_none() {
+    let m = Server::mount("align=2M");
+    let mount = Mount::at(&m.dir).unwrap();
+    let region = mount.create("r", 0, MIB2, &options(None)).unwrap();
+    region.map().unwrap().write(0, b"first"); // unmapped again
+    let path = m.path("r");
+    let code = in_child(|| {
+        let other = Mount::at(path.parent().unwrap()).unwrap();
+        let map = other.attach("r", false).unwrap();
+        let mut buf = [0u8; 5];
+        map.read(0, &mut buf);
+        map.write(5, b"second");
+        i32::from(&buf != b"first")
+    });
+    assert_eq!(code, 0);
+    let map = region.map().unwrap();
+    let mut buf = [0u8; 6];
+    map.read(5, &mut buf);
+    assert_eq!(&buf, b"second");
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let line = maps
+        .lines()
+        .find(|l| l.starts_with(&format!("{:x}-", map.as_ptr() as u64)))
+        .unwrap();
+    assert!(
+        line.contains(&m.state_dir().join("thp").display().to_string()),
+        "{line}"
+    );
+    // One server at a time (the harness serializes them).
+    drop((map, region, mount, m));
+
+    let m = Server::premounted_without_cap_sys_admin("align=2M");
+    let mount = Mount::at(&m.dir).unwrap();
+    let region = mount.create("r", 0, MIB2, &options(None)).unwrap();
+    let err = region.map().unwrap_err();
+    assert_eq!(err.errno(), nix::errno::Errno::ENODEV, "{err}");
+    assert!(err.to_string().contains("keeps no memory files"), "{err}");
+    let err = mount.attach("r", true).unwrap_err();
+    assert_eq!(err.errno(), nix::errno::Errno::ENODEV, "{err}");
 }

@@ -15,6 +15,7 @@ mod postgres;
 mod preload;
 mod programs;
 mod restart;
+mod revocation;
 mod scale;
 mod security;
 mod service;

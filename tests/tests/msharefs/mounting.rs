@@ -148,7 +148,7 @@ fn server_survives_garbage_ioctls() {
         "still serving"
     );
     assert!(ioctl::get_size(&fd).is_ok());
-    // The extensions too (GET_TOKEN 32, SETUP 33), on regions still fresh.
+    // The extensions too (32, once GET_TOKEN, SETUP 33), on regions still fresh.
     let mut garbage = GarbageIoctls::new(0x1234_5678_9abc_def1, 40);
     for i in 0..200 {
         let fresh = open(&m.path(&format!("f{i}")), libc::O_RDWR | libc::O_CREAT).unwrap();

@@ -235,9 +235,9 @@ fn concurrent_clients_create_use_and_remove_regions() {
 }
 
 /// What `max_regions` may be with this process's hard descriptor limit (the
-/// server inherits it and raises its soft limit to it): the limit less the
-/// broker's share (an eighth, 16 to 1024), 128 kept for the server and the
-/// io_uring queues' most (16 threads per CPU, a ring each).
+/// server inherits it and raises its soft limit to it): the limit less
+/// 128 kept for the server and the io_uring queues' most (16 threads per
+/// CPU, a ring each).
 fn descriptor_budget() -> u64 {
     let (_, hard) =
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
@@ -246,5 +246,5 @@ fn descriptor_budget() -> u64 {
         Some("io_uring=off") => 0,
         _ => 16 * possible_cpus() as u64,
     };
-    hard - (hard / 8).clamp(16, 1024) - 128 - rings
+    hard - 128 - rings
 }

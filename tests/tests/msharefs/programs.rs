@@ -72,12 +72,6 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
         [addr, size, offset, prot, flags, fd]
     );
     layout!(items, "mshare_unmap", MshareUnmap, [addr, size]);
-    layout!(
-        items,
-        "mshare_token",
-        MshareToken,
-        [token, server_pid, flags, start, size]
-    );
     layout!(items, "mshare_setup", MshareSetup, [start, size, flags]);
     layout!(
         items,
@@ -90,12 +84,9 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
         ("MSHAREFS_SET_SIZE", MSHAREFS_SET_SIZE),
         ("MSHAREFS_CREATE_MAPPING", MSHAREFS_CREATE_MAPPING),
         ("MSHAREFS_UNMAP", MSHAREFS_UNMAP),
-        ("MSHAREFS_GET_TOKEN", MSHAREFS_GET_TOKEN),
         ("MSHAREFS_SETUP", MSHAREFS_SETUP),
         ("MSHAREFS_UNMAPPED", MSHAREFS_UNMAPPED),
         ("MSHARE_SETUP_OBJECT", MSHARE_SETUP_OBJECT as u32),
-        ("MSHARE_TOKEN_WRITABLE", TOKEN_WRITABLE),
-        ("MSHARE_TOKEN_HUGETLB", TOKEN_HUGETLB),
         ("MSHARE_BACKING_DEFAULT", MSHARE_BACKING_DEFAULT),
         ("MSHARE_BACKING_THP", Backing::Thp as u32),
         ("MSHARE_BACKING_SHMEM", Backing::Shmem as u32),
@@ -109,6 +100,7 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
     items.push(text("MSHARE_ANON_DIR", ANON_DIR));
     items.push(text("MSHARE_SHM_DIR", SHM_DIR));
     items.push(text("MSHARE_BACKING_XATTR", BACKING_XATTR));
+    items.push(text("MSHARE_ATTACH_XATTR", ATTACH_XATTR));
     items.push(text("MSHARE_MEMORY_XATTR", MEMORY_XATTR));
     items.push(text("MSHARE_POOL_XATTR", POOL_XATTR));
     items.push(text("MSHARE_RESERVE_XATTR", RESERVE_XATTR));
@@ -116,6 +108,7 @@ fn header_items() -> (Vec<Item>, Vec<&'static str>) {
         "mshare_alignment",
         "mshare_create",
         "mshare_open",
+        "mshare_attach",
         "mshare_get_info",
         "mshare_create_mapping",
         "mshare_unmap_range",

@@ -597,27 +597,47 @@ fn the_server_tells_systemd_when_it_is_ready() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
 }
 
+/// The kept memory is reachable by others only by the name the region's
+/// attribute gives, and only as the region's mode allows; the state file
+/// not at all (`revocation.rs` has the rest).
 #[test]
-fn the_kept_memory_is_reachable_by_no_other_user() {
+fn the_kept_memory_is_reachable_only_as_the_region_mode_allows() {
     let m = Server::mount("align=2M");
-    std::fs::set_permissions(&m.dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
-    let opts = CreateOptions {
-        mode: 0o666,
-        ..Default::default()
-    };
-    Mount::at(&m.dir)
-        .unwrap()
-        .create("open-to-all", 0, MIB2, &opts)
+    let mount = Mount::at(&m.dir).unwrap();
+    for (name, mode) in [("open-to-all", 0o666), ("private", 0o600)] {
+        let opts = CreateOptions {
+            mode,
+            ..Default::default()
+        };
+        mount.create(name, 0, MIB2, &opts).unwrap();
+        // Past the umask.
+        std::fs::set_permissions(
+            m.path(name),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
         .unwrap();
+    }
     let kept: Vec<_> = std::fs::read_dir(m.state_dir().join("thp"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(kept.len(), 1, "the region's memory is kept by path");
-    let state = m.state_dir().join("state");
+    assert_eq!(kept.len(), 2, "the regions' memory is kept by path");
+    let file = |name: &str| {
+        crate::common::attach_value(&m.path(name))
+            .unwrap()
+            .path
+            .unwrap()
+    };
+    let (open_to_all, private) = (file("open-to-all"), file("private"));
+    let (state, thp) = (m.state_dir().join("state"), m.state_dir().join("thp"));
     let code = crate::common::as_user(1000, || {
         let denied = |p: &Path| open(p, libc::O_RDONLY).err() == Some(nix::errno::Errno::EACCES);
-        crate::common::failures(&[denied(&kept[0]), denied(&state)])
+        crate::common::failures(&[
+            open(&open_to_all, libc::O_RDWR).is_ok(),
+            denied(&private),
+            denied(&state),
+            std::fs::read_dir(&thp).is_err(),
+        ])
     });
     assert_eq!(code, 0, "failed checks (bits): {code:#b}");
 }

@@ -270,9 +270,10 @@ fn thousand_processes_share_hugetlb_page_tables_through_libmshare() {
 }
 
 /// 2000 processes of one user released at once, each attaching through
-/// libmshare (open, token, broker, map) and reading: a database starting
-/// its clients. The broker's per-uid share of connections must not turn
-/// such a burst into failures.
+/// libmshare (`Mount::attach`: the attribute, an open of the memory file,
+/// map) and reading: a database starting its clients.
+/// Nothing the server holds per attach may turn such a burst into
+/// failures.
 #[test]
 fn a_burst_of_2000_attaches_by_one_user_all_succeed() {
     let m = Server::mount("align=2M");
@@ -291,9 +292,9 @@ fn a_burst_of_2000_attaches_by_one_user_all_succeed() {
                 let mut b = [0u8; 1];
                 let _ = (&go_rx).read_exact(&mut b);
                 let attach = || -> Result<u8, libmshare::Error> {
-                    let r = libmshare::Mount::find(Some(&dir))?.open("burst", true)?;
+                    let map = libmshare::Mount::find(Some(&dir))?.attach("burst", true)?;
                     let mut v = [0u8; 1];
-                    r.map()?.read(100, &mut v);
+                    map.read(100, &mut v);
                     Ok(v[0])
                 };
                 match attach() {

@@ -1,11 +1,9 @@
 //! Only a process holding an open region file gets the backing descriptor,
 //! and only with the access its open allowed.
 
-use std::io::Write;
-use std::os::unix::net::UnixStream;
+//! Only a process that may read a region learns where its memory is, and
+//! every descriptor of that memory gives no more than the region's mode.
 
-use libmshare::broker;
-use mshare_uapi::{broker_socket_path, MshareToken, Token};
 use std::os::fd::AsRawFd;
 
 use libmshare::Backing;
@@ -14,87 +12,28 @@ use nix::errno::Errno;
 
 use crate::common::*;
 
-fn redeem(token: &MshareToken) -> Result<std::os::fd::OwnedFd, Errno> {
-    broker::exchange(token).map_err(|e| e.errno)
-}
-
-#[test]
-fn tokens_are_one_time_bound_to_the_process_and_unforgeable() {
-    let m = Server::mount("");
-    let fd = create_mapped_region(&m, "r", 4 * GIB, GIB);
-    let token = ioctl::get_token(&fd).unwrap();
-    assert_eq!(token.server_pid, m.pid().as_raw() as u32);
-    assert!(redeem(&token).is_ok(), "the holder gets the descriptor");
-    assert_eq!(redeem(&token).err(), Some(Errno::EACCES), "replayed token");
-
-    let forged = MshareToken {
-        token: Token([token.token.0[0] ^ 1, token.token.0[1]]),
-        ..token
-    };
-    assert_eq!(redeem(&forged).err(), Some(Errno::EACCES), "wrong token");
-
-    // A token presented by another process is refused, and burned.
-    let stolen = ioctl::get_token(&fd).unwrap();
-    let code = in_child(|| i32::from(redeem(&stolen).err() != Some(Errno::EACCES)));
-    assert_eq!(code, 0, "token from another pid");
-    assert_eq!(
-        redeem(&stolen).err(),
-        Some(Errno::EACCES),
-        "a token is good for one try"
-    );
-
-    // No token at all: the broker answers EPROTO and sends no descriptor.
-    let addr = broker_socket_path(token.server_pid);
-    let sock = UnixStream::connect(&addr).unwrap();
-    sock.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(
-        broker::receive(&sock).err().map(|e| e.errno),
-        Some(Errno::EPROTO)
-    );
-    let mut short = UnixStream::connect(&addr).unwrap();
-    short.write_all(&[1, 2, 3]).unwrap();
-    short.shutdown(std::net::Shutdown::Write).unwrap();
-    assert_eq!(
-        broker::receive(&short).err().map(|e| e.errno),
-        Some(Errno::EPROTO)
-    );
-
-    // Closing the region file revokes its tokens: at its release, which
-    // the kernel sends without waiting (region opens ask for no flush).
-    let pending = ioctl::get_token(&fd).unwrap();
-    drop(fd);
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(
-        redeem(&pending).err(),
-        Some(Errno::EACCES),
-        "token of a closed file"
-    );
-    let mut m = m;
-    assert!(m.server_alive());
-}
-
 #[test]
 fn a_process_without_read_access_gets_nothing() {
     let m = Server::mount("");
     let fd = create_mapped_region(&m, "private", 4 * GIB, GIB);
-    let token = ioctl::get_token(&fd).unwrap();
     let path = m.path("private");
+    // Leaked, e.g. through root's /proc/PID/maps.
+    let learned = attach_value(&path).unwrap().path.unwrap();
+    drop(fd);
     let code = in_child(|| {
         nix::unistd::setgid(nix::unistd::Gid::from_raw(65534)).unwrap();
         nix::unistd::setuid(nix::unistd::Uid::from_raw(65534)).unwrap();
         let no_open = open(&path, libc::O_RDONLY).err() == Some(Errno::EACCES);
-        let lib = libmshare::Mount::find(Some(path.parent().unwrap()))
-            .unwrap()
-            .open("private", true);
-        let no_lib = lib.err().map(|e| e.errno()) == Some(Errno::EACCES);
-        // Even holding root's token (e.g. leaked), the pid check refuses.
-        let no_token = redeem(&token).err() == Some(Errno::EACCES);
-        i32::from(!(no_open && no_lib && no_token))
+        let mount = libmshare::Mount::find(Some(path.parent().unwrap())).unwrap();
+        let no_lib = mount.open("private", true).err().map(|e| e.errno()) == Some(Errno::EACCES);
+        let no_attach =
+            mount.attach("private", true).err().map(|e| e.errno()) == Some(Errno::EACCES);
+        let no_attr = attach_value(&path) == Err(Errno::EACCES);
+        // The memory file has the region's mode (0600, root's).
+        let no_memory = open(&learned, libc::O_RDONLY).err() == Some(Errno::EACCES);
+        failures(&[no_open, no_lib, no_attach, no_attr, no_memory])
     });
-    assert_eq!(
-        code, 0,
-        "uid 65534: EACCES from open, the library and the broker"
-    );
+    assert_eq!(code, 0, "uid 65534: failed checks (bit = check) {code:#b}");
 }
 
 /// The first byte of root's region `name`, read through libmshare.
@@ -113,7 +52,8 @@ fn proc_fd(fd: &impl AsRawFd) -> String {
 }
 
 /// Issue 7, item 1: a read-only grant could be turned into a write by
-/// reopening the memfd it carried (mode 0777) through /proc/self/fd.
+/// reopening the memfd it carried (mode 0777) through /proc/self/fd. The
+/// memory file libmshare opens carries the region's mode (0644 here).
 #[test]
 fn a_read_only_grant_cannot_become_writable() {
     let m = Server::mount("align=2M");
@@ -167,6 +107,7 @@ fn a_read_only_grant_cannot_become_writable() {
 }
 
 /// Issue 7, item 2: a write-only open was handed a read-write descriptor.
+/// A write-only user now learns no memory file at all.
 #[test]
 fn a_write_only_open_gets_nothing_to_read_through() {
     let m = Server::mount("align=2M");
@@ -175,16 +116,19 @@ fn a_write_only_open_gets_nothing_to_read_through() {
         let name = format!("wo-{backing}");
         root_region(&m, &name, Some(backing), 0o602);
         let path = m.path(&name);
+        let dir = m.dir.clone();
         let code = as_user(65534, move || {
             let ro = open(&path, libc::O_RDONLY).err();
             let wo = open(&path, libc::O_WRONLY).unwrap();
-            let token = ioctl::get_token(&wo).err();
+            let attr = attach_value(&path).err();
+            let lib = libmshare::Mount::at(&dir).unwrap().attach(&name, false);
             let mut buf = [0u8; 1];
             let read = nix::unistd::read(&wo, &mut buf).err();
             let map = Map::new(&wo, 1 << 42, MIB2, libc::PROT_READ, 0).err();
             failures(&[
                 ro == Some(Errno::EACCES),
-                token == Some(Errno::EBADF),
+                attr == Some(Errno::EACCES),
+                lib.err().map(|e| e.errno()) == Some(Errno::EACCES),
                 read == Some(Errno::EBADF),
                 map == Some(Errno::EACCES),
             ])

@@ -131,8 +131,9 @@ fn install_then_mount_t_fstab_and_uninstall() {
 
 /// The unit passes `systemd-analyze verify`, and a server limited to its
 /// `CapabilityBoundingSet=` with `NoNewPrivileges=` serves everything:
-/// passthrough mmap, libmshare attaches by another user (the broker reads
-/// that user's /proc/PID/fd), hugetlb, and adoption after kill -9.
+/// passthrough mmap, libmshare attaches by another user (the memory file
+/// carries that user's region's owner and mode: CAP_CHOWN, CAP_FOWNER),
+/// hugetlb, and adoption after kill -9.
 #[test]
 fn the_unit_verifies_and_its_capabilities_are_enough() {
     let tmp = tempfile::tempdir().unwrap();
@@ -205,10 +206,8 @@ fn the_unit_verifies_and_its_capabilities_are_enough() {
     let mount = Mount::at(&m.dir).unwrap();
     let mut b = [0u8; 4];
     mount
-        .open("huge", true)
-        .unwrap()
-        .map()
-        .unwrap()
+        .attach("huge", true)
+        .unwrap_or_else(|e| panic!("{e}\n{}", m.log_text()))
         .read(0, &mut b);
     assert_eq!(&b, b"huge", "adopted under the unit's capabilities");
 }

@@ -236,37 +236,3 @@ fn the_default_turns_the_kernel_switch_on_and_back_off() {
     assert_eq!(std::fs::read_to_string(PARAM).unwrap().trim(), "N");
     assert_eq!(switches(&m, "fuse-uring-").1, 0);
 }
-
-#[test]
-fn a_libmshare_attach_redeems_its_token_at_the_broker_of_its_cpu() {
-    let m = Server::mount("align=2M");
-    root_region(&m, "h", Some(libmshare::Backing::Hugetlb), 0o644);
-    let mount = libmshare::Mount::find(Some(&m.dir)).unwrap();
-    let main = |name: &str| name == "broker";
-    for cpu in 0..possible_cpus().min(2) {
-        let mine = format!("broker-cpu{cpu}");
-        let (before, n) = switches_of(&m, |name| name == mine);
-        assert_eq!(n, 1, "one broker thread for CPU {cpu}");
-        let (main_before, _) = switches_of(&m, main);
-        on_cpu(cpu, || {
-            for _ in 0..50 {
-                let map = mount.open("h", true).unwrap().map().unwrap();
-                let mut b = [0u8; 1];
-                map.read(0, &mut b);
-                assert_eq!(b[0], 42);
-            }
-        });
-        let (after, _) = switches_of(&m, |name| name == mine);
-        let (main_after, _) = switches_of(&m, main);
-        assert!(
-            after - before >= 50,
-            "CPU {cpu}'s broker answered {} of 50 exchanges",
-            after - before
-        );
-        assert!(
-            main_after - main_before < 5,
-            "the main broker answered {}",
-            main_after - main_before
-        );
-    }
-}
