@@ -3,7 +3,6 @@
 
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 
 use libmshare::{Backing, CreateOptions, Mount};
 use nix::errno::Errno;
@@ -29,20 +28,24 @@ pub enum Kind {
     /// msharefs through the region file: open + GET_SIZE + mmap + close
     /// (thp, FUSE passthrough).
     File,
-    /// msharefs through libmshare, thp backing.
+    /// msharefs through libmshare (`Mount::attach`: the attach attribute,
+    /// open of the memory file, mmap, close), thp backing.
     LibmshareThp,
+    /// msharefs through libmshare, shmem backing (4 KiB pages).
+    LibmshareShmem,
     /// msharefs through libmshare, hugetlb backing.
     LibmshareHugetlb,
 }
 
 impl Kind {
     /// Every contender, baselines first.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::PosixShm,
         Kind::SysvHugetlb,
         Kind::MemfdHugetlb,
         Kind::File,
         Kind::LibmshareThp,
+        Kind::LibmshareShmem,
         Kind::LibmshareHugetlb,
     ];
 
@@ -54,6 +57,7 @@ impl Kind {
             Kind::MemfdHugetlb => "memfd-hugetlb",
             Kind::File => "file",
             Kind::LibmshareThp => "libmshare-thp",
+            Kind::LibmshareShmem => "libmshare-shmem",
             Kind::LibmshareHugetlb => "libmshare-hugetlb",
         }
     }
@@ -87,7 +91,7 @@ enum Res {
     Shm(CString),
     Sysv(i32),
     Memfd(OwnedFd),
-    Msharefs { dir: PathBuf, name: String },
+    Msharefs { mount: Mount, name: String },
 }
 
 /// A contender's region.
@@ -158,24 +162,22 @@ impl Region {
                     res: Res::Memfd(fd),
                 }
             }
-            Kind::File | Kind::LibmshareThp | Kind::LibmshareHugetlb => {
-                let backing = if kind == Kind::LibmshareHugetlb {
-                    Backing::Hugetlb
-                } else {
-                    Backing::Thp
+            Kind::File | Kind::LibmshareThp | Kind::LibmshareShmem | Kind::LibmshareHugetlb => {
+                let backing = match kind {
+                    Kind::LibmshareHugetlb => Backing::Hugetlb,
+                    Kind::LibmshareShmem => Backing::Shmem,
+                    _ => Backing::Thp,
                 };
                 let opts = CreateOptions {
                     backing: Some(backing),
                     ..CreateOptions::default()
                 };
-                Mount::at(dir)?.create(&name, kind.address(), size, &opts)?;
+                let mount = Mount::at(dir)?;
+                mount.create(&name, kind.address(), size, &opts)?;
                 Region {
                     kind,
                     size,
-                    res: Res::Msharefs {
-                        dir: dir.to_path_buf(),
-                        name,
-                    },
+                    res: Res::Msharefs { mount, name },
                 }
             }
         };
@@ -207,9 +209,9 @@ impl Region {
             Res::Memfd(fd) => {
                 Map::shared(fd, self.kind.address(), self.size).map_err(|x| e("mmap", x))
             }
-            Res::Msharefs { dir, name } if self.kind == Kind::File => {
+            Res::Msharefs { mount, name } if self.kind == Kind::File => {
                 let fd = nix::fcntl::open(
-                    &dir.join(name),
+                    &mount.dir().join(name),
                     OFlag::O_RDWR | OFlag::O_CLOEXEC,
                     Mode::empty(),
                 )
@@ -218,10 +220,10 @@ impl Region {
                     libmshare::ioctl::get_size(&fd).map_err(|x| e("MSHAREFS_GET_SIZE", x))?;
                 Map::shared(&fd, info.start, info.size).map_err(|x| e("mmap", x))
             }
-            Res::Msharefs { dir, name } => {
-                let region = Mount::open_in(Some(dir), name, false).map_err(|x| x.to_string())?;
-                region.map().map(Map::from).map_err(|x| x.to_string())
-            }
+            Res::Msharefs { mount, name } => mount
+                .attach(name, false)
+                .map(Map::from)
+                .map_err(|x| x.to_string()),
         }
     }
 }
@@ -232,7 +234,7 @@ impl Drop for Region {
             Res::Shm(n) => drop(nix::sys::mman::shm_unlink(n.as_c_str())),
             Res::Sysv(id) => super::sys::shm_remove(*id),
             Res::Memfd(_) => {}
-            Res::Msharefs { dir, name } => drop(std::fs::remove_file(dir.join(name))),
+            Res::Msharefs { mount, name } => drop(std::fs::remove_file(mount.dir().join(name))),
         }
     }
 }

@@ -332,7 +332,12 @@ fn scale_phase(
     let mut order: Vec<Kind> = kinds
         .iter()
         .copied()
-        .filter(|k| *k != Kind::PosixShm && *k != Kind::LibmshareThp)
+        .filter(|k| {
+            !matches!(
+                k,
+                Kind::PosixShm | Kind::LibmshareThp | Kind::LibmshareShmem
+            )
+        })
         .collect();
     order.sort_by_key(|k| !k.hugetlb());
     if order.iter().any(|k| k.hugetlb()) {
