@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The abuse probes of Documentation/security.md: hostile local users (uid
-# 1000 and 65534) against root's regions by every route, a flood of the
-# broker and of slow requests while root attaches, and a soak of all
+# 1000 and 65534) against root's regions by every route, a flood of
+# attribute reads, renames and slow requests while root attaches, and a soak of all
 # backings with random ioctls. Prints a "figure:" line per probe and fails
 # if a probe finds a wrong grant, a slow or failed attach, or a leak.
 #
