@@ -2,15 +2,17 @@
  * Attaches a region with libmshare (read-only) and checks every 4 KiB page
  * against what lib_donor wrote. Prints "ok" (or what is wrong) on one line.
  * --hold keeps the mapping until the process is killed; --no-map opens the
- * region but does not map it (a baseline for measurements).
+ * region but does not map it (a baseline for measurements); --attach maps
+ * it with mshare_attach, without opening the region file.
  *
  *   cc lib_consumer.c $(pkg-config --cflags --libs mshare) -o lib_consumer
- *   lib_consumer [--hold] [--no-map] [NAME]
+ *   lib_consumer [--hold] [--no-map] [--attach] [NAME]
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <mshare.h>
@@ -18,7 +20,7 @@
 int main(int argc, char **argv)
 {
 	const char *name = "sga";
-	int hold = 0, map = 1;
+	int hold = 0, map = 1, attach = 0;
 	struct mshare_info info;
 	struct mshare_region *r;
 	const volatile uint64_t *p;
@@ -29,8 +31,25 @@ int main(int argc, char **argv)
 			hold = 1;
 		else if (!strcmp(argv[i], "--no-map"))
 			map = 0;
+		else if (!strcmp(argv[i], "--attach"))
+			attach = 1;
 		else
 			name = argv[i];
+	}
+	if (attach) {
+		uint64_t size;
+
+		p = mshare_attach(NULL, name, 1, &size);
+		if (!p) {
+			printf("error: %s (errno %d)\n", mshare_strerror(), errno);
+			return 1;
+		}
+		for (uint64_t i = 0; i < size / 4096; i++)
+			if (p[i * 512] != i)
+				bad++;
+		printf(bad ? "bad: %llu pages\n" : "ok\n", (unsigned long long)bad);
+		munmap((void *)p, size);
+		return bad != 0;
 	}
 	r = mshare_open(NULL, name, 1);
 	if (!r || mshare_get_info(r, &info)) {

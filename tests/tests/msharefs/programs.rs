@@ -346,6 +346,11 @@ fn library_examples_build_with_pkg_config_and_share_a_hugetlb_region() {
     );
     assert_eq!(lib.run(&m, "lib_consumer", &["db"]), "ok\n");
     assert_eq!(
+        lib.run(&m, "lib_consumer", &["--attach", "db"]),
+        "ok\n",
+        "mshare_attach, without opening the region file"
+    );
+    assert_eq!(
         lib.run(&m, "lib_consumer_static", &["db"]),
         "ok\n",
         "linked with libmshare.a"
