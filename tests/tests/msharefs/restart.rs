@@ -4,6 +4,7 @@
 //! them; `-o fresh` starts empty.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -72,7 +73,12 @@ fn survey(m: &Server, mount: &Mount, names: &[String]) -> BTreeMap<String, Kept>
 
 /// A process that maps the big region before the crash and answers pings
 /// through that old mapping afterwards: exit 0 if every answer was seen.
-fn old_mapper(dir: &Path, i: usize, through_file: bool) -> Pid {
+/// It sleeps in a read of `wake` until the test writes a byte there, then
+/// looks for its ping in the memory. (Polling the memory every millisecond,
+/// 100 mappers woke 100 000 times a second, which on 2 busy vCPUs starved
+/// the kernel's RCU grace-period thread for seconds: the restarted server's
+/// unmount of the dead mount waits for a grace period.)
+fn old_mapper(dir: &Path, i: usize, through_file: bool, wake: RawFd) -> Pid {
     let dir = dir.to_path_buf();
     spawn_child(move || {
         let mount = Mount::at(&dir).unwrap();
@@ -96,14 +102,21 @@ fn old_mapper(dir: &Path, i: usize, through_file: bool) -> Pid {
         set(PONG + 8 * i, 1); // mapped, before the crash
                               // Waits for the ping as long as the test takes (minutes over the
                               // survey on a loaded machine); a test that fails before it pings
-                              // kills the mappers ([`Mappers`]).
+                              // kills the mappers ([`Mappers`]). A wake-up without a ping in the
+                              // memory (an incoherent mapping) waits again, and the test fails.
+                              // SAFETY: `wake` is the read end of the test's pipe, inherited
+                              // across the fork and open for the child's whole life.
+        let wake = unsafe { std::os::fd::BorrowedFd::borrow_raw(wake) };
         loop {
+            let mut byte = [0u8; 1];
+            if nix::unistd::read(wake, &mut byte) != Ok(1) {
+                return 3;
+            }
             let ping = get(PING + 8 * i);
             if ping != 0 {
                 set(PONG + 8 * i, ping * 2);
                 return 0;
             }
-            std::thread::sleep(Duration::from_millis(1));
         }
     })
 }
@@ -164,11 +177,16 @@ fn kill9_loses_nothing(kind: Backing) {
 
     // The mappers are forked while this process maps nothing at the big
     // region's address; it watches them through a descriptor.
+    let (wake_r, wake_w) = nix::unistd::pipe().unwrap();
     let mut mappers = Mappers(
         (0..MAPPERS)
-            .map(|i| old_mapper(&m.dir, i, kind != Backing::Hugetlb && i % 2 == 0))
+            .map(|i| {
+                let through_file = kind != Backing::Hugetlb && i % 2 == 0;
+                old_mapper(&m.dir, i, through_file, wake_r.as_raw_fd())
+            })
             .collect(),
     );
+    drop(wake_r);
     let memory = std::fs::File::from(big.backing_fd().unwrap());
     wait_until("every mapper mapped", || {
         use std::os::unix::fs::FileExt;
@@ -205,8 +223,9 @@ fn kill9_loses_nothing(kind: Backing) {
     for i in 0..MAPPERS {
         new_map.write(PING + 8 * i, &(1000 + i as u64).to_le_bytes());
     }
-    // The mappers poll every millisecond: a mapping that does not see the
-    // ping fails here, and the guard ends the mappers.
+    // One wake-up each: a mapping that does not see the ping fails here,
+    // and the guard ends the mappers.
+    nix::unistd::write(&wake_w, &[1u8; MAPPERS]).unwrap();
     wait_until(
         "every old mapping's answer seen through the new mapping",
         || all_pongs(&new_map, |i| 2 * (1000 + i as u64)),
