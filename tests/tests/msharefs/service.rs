@@ -202,7 +202,32 @@ fn the_unit_verifies_and_its_capabilities_are_enough() {
     });
     assert_eq!(code, 0, "failed checks (bits): {code:#b}\n{}", m.log_text());
     m.kill9();
+    // Without CAP_DAC_OVERRIDE the memory files (uid 1000's, mode 0600)
+    // cannot be opened again: the server refuses to start and changes
+    // nothing, so the next server adopts them all.
+    let fewer: Vec<&str> = caps
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c != "+dac_override")
+        .collect();
+    assert!(fewer.len() < caps.len(), "the unit keeps CAP_DAC_OVERRIDE");
+    let state_dir = format!("state_dir={}", m.state_dir().display());
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", &format!("-all,{}", fewer.join(","))])
+        .args(["--no-new-privs", "--"])
+        .arg(msharefs_bin())
+        .args(["-f", "-o", "align=2M", "-o", &state_dir])
+        .arg(&m.dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the memory of 2 kept regions"),
+        "{stderr}"
+    );
     m.restart();
+    assert!(m.log_text().contains("adopted 2 regions"), "{}", m.log_text());
     let mount = Mount::at(&m.dir).unwrap();
     let mut b = [0u8; 4];
     mount
