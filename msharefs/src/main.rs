@@ -182,6 +182,11 @@ fn detach_dead(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// What a server without a state directory means for libmshare.
+const NO_MEMORY_FILES: &str = "Without memory files in a state directory, libmshare attaches \
+     thp and shmem regions only through the region file (FUSE passthrough, which needs \
+     CAP_SYS_ADMIN) and hugetlb regions not at all";
+
 /// Opens the state directory for a server on `target`: the one `state_dir=`
 /// names, else the mount point's default. `None` (regions do not outlive
 /// the server, and the log says why): a `/dev/fd/N` mount without
@@ -194,13 +199,15 @@ fn open_state(
         (Some(p), _) => (p.clone(), true),
         (None, Some(dir)) => (state::default_path(dir), false),
         (None, None) => {
-            warn!("regions will not outlive this server: give -o state_dir=DIR to keep them");
+            warn!(
+                "regions will not outlive this server: give -o state_dir=DIR to keep them. {NO_MEMORY_FILES}"
+            );
             return Ok(None);
         }
     };
     if !explicit && !nix::unistd::geteuid().is_root() {
         warn!(
-            "regions will not outlive this server: only root may keep them in {}",
+            "regions will not outlive this server: only root may keep them in {}. {NO_MEMORY_FILES}",
             path.display()
         );
         return Ok(None);

@@ -227,7 +227,11 @@ fn the_unit_verifies_and_its_capabilities_are_enough() {
         "{stderr}"
     );
     m.restart();
-    assert!(m.log_text().contains("adopted 2 regions"), "{}", m.log_text());
+    assert!(
+        m.log_text().contains("adopted 2 regions"),
+        "{}",
+        m.log_text()
+    );
     let mount = Mount::at(&m.dir).unwrap();
     let mut b = [0u8; 4];
     mount
