@@ -85,8 +85,8 @@ pub fn possible_cpus() -> std::io::Result<usize> {
         .ok_or_else(|| std::io::Error::other(format!("cannot parse CPU list {text:?}")))
 }
 
-/// The highest CPU in a kernel CPU list, plus one (queues and broker
-/// sockets are indexed by CPU number).
+/// The highest CPU in a kernel CPU list, plus one (the io_uring queues are
+/// indexed by CPU number).
 fn parse_cpu_list(text: &str) -> Option<usize> {
     let mut top = None;
     for part in text.trim().split(',') {

@@ -46,11 +46,10 @@ pub struct Ksm {
     pub general_profit: i64,
     /// Processes with merging on or merged pages, most merged first.
     pub processes: Vec<KsmProcess>,
-    /// How many processes' `ksm_stat` this user may not read (root may).
-    pub uninspected: usize,
-    /// Those processes.
-    #[serde(skip)]
-    pub uninspected_pids: Vec<u32>,
+    /// The processes whose `ksm_stat` this user may not read (root may);
+    /// their number in JSON.
+    #[serde(serialize_with = "crate::procfs::count")]
+    pub uninspected: Vec<u32>,
 }
 
 /// One process's `/proc/PID/ksm_stat`.
@@ -143,8 +142,7 @@ pub fn read() -> Result<Ksm, KsmError> {
         full_scans: sysfs("full_scans")?,
         general_profit,
         processes: Vec::new(),
-        uninspected: 0,
-        uninspected_pids: Vec::new(),
+        uninspected: Vec::new(),
     };
     for pid in procfs::pids() {
         match std::fs::read_to_string(format!("/proc/{pid}/ksm_stat")) {
@@ -155,8 +153,7 @@ pub fn read() -> Result<Ksm, KsmError> {
                 }
             }
             Err(e) if procfs::is_gap(&e) => {
-                ksm.uninspected += 1;
-                ksm.uninspected_pids.push(pid);
+                ksm.uninspected.push(pid);
             }
             Err(_) => {}
         }
@@ -198,8 +195,8 @@ impl Ksm {
             self.general_profit,
             self.full_scans,
         );
-        if self.uninspected > 0 {
-            out.push_str(&format!("uninspected\t{}\n", self.uninspected));
+        if !self.uninspected.is_empty() {
+            out.push_str(&format!("uninspected\t{}\n", self.uninspected.len()));
         }
         out.push_str("\nPID\tMERGE_ANY\tMERGING\tSAVED\tCOMMAND\n");
         for p in &self.processes {

@@ -210,7 +210,7 @@ fn ksm_command(action: Option<KsmAction>, json: bool, out: &mut impl Write) -> R
         KsmAction::Show => {
             let k = ksm::read()?;
             emit(out, json, &k, ksm::Ksm::table)?;
-            warn_uninspected(&k.uninspected_pids, "have merged pages too");
+            warn_uninspected(&k.uninspected, "have merged pages too");
         }
         KsmAction::Run { command } => return Err(ksm::run(&command).into()),
         KsmAction::Start {
@@ -387,7 +387,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<(), Error> {
         Command::Stat => {
             let s = stat(&mount)?;
             emit(out, json, &s, stat::Stat::line)?;
-            warn_uninspected(&s.uninspected_pids, MAP_TOO);
+            warn_uninspected(&s.uninspected, MAP_TOO);
         }
     }
     Ok(())

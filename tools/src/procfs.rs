@@ -63,6 +63,12 @@ pub fn uid(status: &str) -> Option<u32> {
     line.split_whitespace().next()?.parse().ok()
 }
 
+/// Serializes the processes that could not be inspected as their number
+/// (what the JSON reports; the text warning names them).
+pub fn count<S: serde::Serializer>(pids: &[u32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(pids.len() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

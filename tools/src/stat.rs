@@ -24,11 +24,9 @@ pub struct Stat {
     pub ksm_saved: Option<u64>,
     /// `page_tables_saved` plus `ksm_saved`.
     pub saved: u64,
-    /// How many processes could not be inspected.
-    pub uninspected: usize,
-    /// Those processes.
-    #[serde(skip)]
-    pub uninspected_pids: Vec<u32>,
+    /// The processes that could not be inspected (their number in JSON).
+    #[serde(serialize_with = "crate::procfs::count")]
+    pub uninspected: Vec<u32>,
     /// Regions that stopped servers kept with no server now (`msharectl
     /// kept`), in every state directory.
     pub kept_regions: usize,
@@ -65,8 +63,7 @@ impl Stat {
             page_tables_saved,
             ksm_saved,
             saved: page_tables_saved + ksm_saved.unwrap_or(0),
-            uninspected: uninspected.len(),
-            uninspected_pids: uninspected,
+            uninspected,
             kept_regions: kept.0,
             kept_bytes: kept.1,
         }

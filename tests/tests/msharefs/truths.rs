@@ -193,16 +193,13 @@ fn reading_a_region_allocates_nothing() {
         v["allocated"].as_u64().unwrap()
     };
     assert_eq!(allocated(&m), 0);
-    let shmem = meminfo("Shmem");
     let o = ctl(&m, &["read", "r"]);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(o.stdout.len(), 256 << 20);
     assert!(o.stdout.iter().all(|&b| b == 0), "holes read as zeros");
+    // The region's own blocks, not the machine's Shmem: other tests
+    // allocate shared memory at the same time.
     assert_eq!(allocated(&m), 0, "the holes stay holes");
-    assert!(
-        meminfo("Shmem") < shmem + (64 << 10),
-        "Shmem did not grow by the region"
-    );
     // What was written reads back.
     let mut w = msharectl()
         .arg("-d")
