@@ -16,6 +16,8 @@
 //! function; the rest reads and writes `/sys/kernel/mm/hugepages`.
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
@@ -183,7 +185,16 @@ impl HugePool {
             return;
         };
         let tmp = path.with_extension("new");
-        let res = fs::write(&tmp, owned.text()).and_then(|()| fs::rename(&tmp, path));
+        // The server's alone, like everything in the state directory but
+        // the memory files.
+        let res = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(owned.text().as_bytes()))
+            .and_then(|()| fs::rename(&tmp, path));
         if let Err(e) = res {
             warn!(
                 "cannot record the hugetlb pages added ({}) in {}: {e}",
