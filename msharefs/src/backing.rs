@@ -220,21 +220,13 @@ impl BackingStore {
         files
     }
 
-    /// Gives kept memory file `name` of `kind` a new secret name and
-    /// `owner`'s access, so that a name given out before opens nothing:
-    /// the new name, or the old one if the memory is not kept.
-    pub fn rename(
-        &self,
-        kind: Backing,
-        ino: u64,
-        name: &str,
-        file: &OwnedFd,
-        owner: Owner,
-    ) -> Result<String, Errno> {
+    /// Gives kept memory file `name` of `kind` (region `ino`'s) a new
+    /// secret name, so that a name given out before opens nothing: the new
+    /// name, or the old one if the memory is not kept.
+    pub fn rename(&self, kind: Backing, ino: u64, name: &str) -> Result<String, Errno> {
         let Some(dir) = self.kept_dir(kind) else {
             return Ok(name.to_string());
         };
-        mirror(file, owner)?;
         let new = file_name(ino)?;
         nix::fcntl::renameat2(
             dir,
@@ -259,7 +251,7 @@ impl BackingStore {
         )?;
         mirror(&file, owner)?;
         let name = match ino_of(name) {
-            Some(ino) if !name.contains('.') => self.rename(kind, ino, name, &file, owner)?,
+            Some(ino) if !name.contains('.') => self.rename(kind, ino, name)?,
             _ => name.to_string(),
         };
         Ok(Memory {

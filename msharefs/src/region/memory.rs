@@ -50,8 +50,8 @@ impl Region {
         let (Some(file), Some(name)) = (&st.file, &st.name) else {
             return Ok(());
         };
-        let new = store
-            .rename(self.kind, self.id.0, name, file, owner)
+        let new = crate::backing::mirror(file, owner)
+            .and_then(|()| store.rename(self.kind, self.id.0, name))
             .map_err(|e| {
                 Fail::with(
                     e,
