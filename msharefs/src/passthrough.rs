@@ -3,29 +3,37 @@
 //! A registration is made on the server's own duplicate of the session's
 //! `/dev/fuse` descriptor, not through a reply, so that both transports
 //! (the `/dev/fuse` reads fuser serves and the io_uring queues of
-//! [`crate::uring`]) answer opens with the same registration. The kernel
+//! [`crate::transport::uring`]) answer opens with the same registration. The kernel
 //! keeps registrations per connection, whichever descriptor made them.
 //!
 //! # Safety
 //!
-//! The `FUSE_DEV_IOC_BACKING_CLOSE` ioctl reads one `u32` that lives across
-//! the call. fuser's `wrap_backing` wants an id that belongs to the
-//! connection and stays open while its wrapper lives: [`PassthroughId`]
-//! holds it open, and the wrapper is given back with `into_raw` right
-//! after the reply, so fuser never closes it.
+//! The `FUSE_DEV_IOC_BACKING_OPEN` and `FUSE_DEV_IOC_BACKING_CLOSE` ioctls
+//! read one structure (a `fuse_backing_map`, a `u32`) that lives across
+//! the call, on a `/dev/fuse` descriptor the caller holds open.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
 
-use fuser::{BackingId, FileAttr, FileHandle, FopenFlags, Generation, ReplyCreate, ReplyOpen};
 use log::warn;
 
-/// `FUSE_DEV_IOC_BACKING_CLOSE`, `_IOW(229, 2, uint32_t)` in
+/// `struct fuse_backing_map` in `<linux/fuse.h>`.
+#[repr(C)]
+pub struct BackingMap {
+    fd: i32,
+    flags: u32,
+    padding: u64,
+}
+
+const _: () = assert!(size_of::<BackingMap>() == 16);
+
+/// `FUSE_DEV_IOC_BACKING_OPEN`, `_IOW(229, 1, struct fuse_backing_map)`,
+/// and `FUSE_DEV_IOC_BACKING_CLOSE`, `_IOW(229, 2, uint32_t)`, in
 /// `<linux/fuse.h>`.
 mod ioctl {
+    nix::ioctl_write_ptr!(backing_open, 229, 1, super::BackingMap);
     nix::ioctl_write_ptr!(backing_close, 229, 2, u32);
 }
 
@@ -46,10 +54,17 @@ impl PassthroughId {
     /// server lacks `CAP_SYS_ADMIN`; ELOOP that the file cannot be passed
     /// through (hugetlbfs).
     pub fn register(dev: &Device, file: &OwnedFd) -> io::Result<Self> {
-        let id = BackingId::create_raw(dev.as_ref(), file)?;
+        let map = BackingMap {
+            fd: file.as_raw_fd(),
+            flags: 0,
+            padding: 0,
+        };
+        // SAFETY: the ioctl reads `map`, which lives across the call, on a
+        // descriptor `dev` keeps open.
+        let id = unsafe { ioctl::backing_open(dev.as_raw_fd(), &map) }?;
         Ok(PassthroughId {
             dev: dev.clone(),
-            id,
+            id: id as u32,
         })
     }
 
@@ -68,26 +83,4 @@ impl Drop for PassthroughId {
             warn!("closing passthrough registration {}: {e}", self.id);
         }
     }
-}
-
-/// Answers an open with passthrough to `id`.
-pub fn reply_open(reply: ReplyOpen, fh: FileHandle, flags: FopenFlags, id: &PassthroughId) {
-    // SAFETY: see the module's Safety section.
-    let wrapped = unsafe { reply.wrap_backing(id.raw()) };
-    reply.opened_passthrough(fh, flags, &wrapped);
-    wrapped.into_raw();
-}
-
-/// Answers a create with passthrough to `id`.
-pub fn reply_create(
-    reply: ReplyCreate,
-    (ttl, attr): (&Duration, &FileAttr),
-    fh: FileHandle,
-    flags: FopenFlags,
-    id: &PassthroughId,
-) {
-    // SAFETY: see the module's Safety section.
-    let wrapped = unsafe { reply.wrap_backing(id.raw()) };
-    reply.created_passthrough(ttl, attr, Generation(0), fh, flags, &wrapped);
-    wrapped.into_raw();
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use fuser::INodeNo;
+use crate::request::Ino;
 use mshare_uapi::USER_ADDR_END;
 use parking_lot::Mutex;
 
@@ -27,9 +27,9 @@ pub struct Placement {
 #[derive(Debug, Default)]
 struct Ranges {
     /// `(start, end, region)`, by start.
-    by_start: BTreeSet<(u64, u64, INodeNo)>,
+    by_start: BTreeSet<(u64, u64, Ino)>,
     /// Each region's range.
-    by_id: HashMap<INodeNo, (u64, u64)>,
+    by_id: HashMap<Ino, (u64, u64)>,
     /// An address at or above the base that no range covers, with every
     /// range that starts below it also ending at or below it; `None` when
     /// it must be found again.
@@ -37,18 +37,18 @@ struct Ranges {
 }
 
 impl Ranges {
-    fn insert(&mut self, id: INodeNo, start: u64, end: u64) {
+    fn insert(&mut self, id: Ino, start: u64, end: u64) {
         self.remove(id);
         self.by_start.insert((start, end, id));
         self.by_id.insert(id, (start, end));
         if let Some(f) = self.first_free.filter(|&f| start <= f && f < end) {
             // The new range covers the free address: walk on from it.
             // Ranges that start below `start` end at or below `f`.
-            self.first_free = Some(walk(self.by_start.range((start, 0, INodeNo(0))..), f));
+            self.first_free = Some(walk(self.by_start.range((start, 0, Ino(0))..), f));
         }
     }
 
-    fn remove(&mut self, id: INodeNo) {
+    fn remove(&mut self, id: Ino) {
         if let Some((start, end)) = self.by_id.remove(&id) {
             self.by_start.remove(&(start, end, id));
             if self.first_free.is_some_and(|f| start < f) {
@@ -71,7 +71,7 @@ impl Ranges {
 
 /// The first address at or above `p` that none of `ranges` (by start)
 /// covers.
-fn walk<'a>(ranges: impl Iterator<Item = &'a (u64, u64, INodeNo)>, mut p: u64) -> u64 {
+fn walk<'a>(ranges: impl Iterator<Item = &'a (u64, u64, Ino)>, mut p: u64) -> u64 {
     for &(start, end, _) in ranges {
         if end <= p {
             continue;
@@ -104,13 +104,13 @@ impl Placement {
 
     /// Records a range chosen by a client. Overlaps are allowed: regions
     /// are mapped by different processes, as in the kernel.
-    pub fn claim(&self, id: INodeNo, start: u64, size: u64) {
+    pub fn claim(&self, id: Ino, start: u64, size: u64) {
         self.ranges.lock().insert(id, start, start + size);
     }
 
     /// Chooses and records the lowest aligned start at or above
     /// [`AUTO_BASE`] whose `size` bytes overlap no recorded range.
-    pub fn pick(&self, id: INodeNo, size: u64) -> Option<u64> {
+    pub fn pick(&self, id: Ino, size: u64) -> Option<u64> {
         let align = self.align;
         let mut ranges = self.ranges.lock();
         let base = round_up(AUTO_BASE, align)?;
@@ -118,7 +118,7 @@ impl Placement {
         // no range that starts below it reaches past it.
         let free = ranges.first_free(base);
         let mut cand = round_up(free, align)?;
-        for &(start, end, _) in ranges.by_start.range((free, 0, INodeNo(0))..) {
+        for &(start, end, _) in ranges.by_start.range((free, 0, Ino(0))..) {
             if end <= cand {
                 continue;
             }
@@ -135,7 +135,7 @@ impl Placement {
     }
 
     /// Forgets the range of region `id`.
-    pub fn release(&self, id: INodeNo) {
+    pub fn release(&self, id: Ino) {
         self.ranges.lock().remove(id);
     }
 }
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn picks_free_aligned_ranges() {
         let a = Placement::new(G);
-        let id = INodeNo;
+        let id = Ino;
         assert_eq!(a.pick(id(1), 2 * G), Some(AUTO_BASE));
         assert_eq!(a.pick(id(2), G), Some(AUTO_BASE + 2 * G));
         a.claim(id(3), AUTO_BASE + 3 * G, G);
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn claims_that_overlap_and_cover_the_free_point_are_respected() {
         let a = Placement::new(G);
-        let id = INodeNo;
+        let id = Ino;
         assert_eq!(a.pick(id(1), G), Some(AUTO_BASE));
         // A client range over where the next pick would go, and one
         // inside it.
@@ -210,12 +210,12 @@ mod tests {
             match seed % 5 {
                 0 if !live.is_empty() => {
                     let (id, _, _) = live.swap_remove((seed >> 8) as usize % live.len());
-                    a.release(INodeNo(id));
+                    a.release(Ino(id));
                 }
                 1 => {
                     let start = AUTO_BASE + (seed >> 20) % 64 * G;
                     let size = (1 + (seed >> 40) % 3) * G;
-                    a.claim(INodeNo(i), start, size);
+                    a.claim(Ino(i), start, size);
                     live.push((i, start, start + size));
                 }
                 _ => {
@@ -232,7 +232,7 @@ mod tests {
                         }
                         cand = e;
                     }
-                    assert_eq!(a.pick(INodeNo(i), size), Some(cand), "step {i}");
+                    assert_eq!(a.pick(Ino(i), size), Some(cand), "step {i}");
                     live.push((i, cand, cand + size));
                 }
             }

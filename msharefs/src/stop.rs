@@ -21,8 +21,9 @@ use parking_lot::Mutex;
 
 use crate::hugepool::HugePool;
 use crate::mount::OurMount;
+use crate::notify;
 use crate::state::StateDir;
-use crate::{notify, uring};
+use crate::transport::uring;
 
 /// What becomes of the regions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,12 +53,17 @@ pub fn decide(cause: Cause, attached: Option<bool>) -> Fate {
     }
 }
 
+/// Takes down a mount that the transport made (fuser's
+/// `SessionUnmounter::unmount`).
+pub type UnmountCall = Box<dyn FnMut() -> std::io::Result<()> + Send>;
+
 /// How the mount is taken down on a signal.
 pub enum Unmounter {
     /// The server's own mount (see [`crate::mount`]).
     Ours(OurMount),
-    /// A mount that fuser made (through `fusermount3`) and takes down.
-    Fuser(fuser::SessionUnmounter, Option<OurMount>),
+    /// A mount that fuser made (through `fusermount3`) and takes down
+    /// with the transport's unmount call.
+    Fuser(UnmountCall, Option<OurMount>),
     /// A `/dev/fd/N` mount: the helper that mounted it unmounts it.
     Helper,
 }
@@ -83,7 +89,7 @@ impl Unmounter {
     fn unmount(&mut self) {
         let res = match self {
             Unmounter::Ours(m) => m.unmount(),
-            Unmounter::Fuser(u, m) => u.unmount().or_else(|e| {
+            Unmounter::Fuser(u, m) => u().or_else(|e| {
                 let Some(m) = m else {
                     return Err(format!("unmount: {e}"));
                 };

@@ -36,6 +36,29 @@ pub fn detached_mount(fstype: &str, options: &[(&str, &str)]) -> Result<OwnedFd,
     fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(errno)
 }
 
+/// What a path is, as far as choosing a mount point goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A directory.
+    Dir,
+    /// Anything else.
+    Other,
+}
+
+/// The type of `path`, asked of its file system now (`statx` with
+/// `AT_STATX_FORCE_SYNC`): a dead FUSE mount answers from the attributes
+/// the kernel caches until it is asked, then `ENOTCONN`.
+pub fn file_kind_now(path: &Path) -> Result<FileKind, Errno> {
+    use rustix::fs::{statx, AtFlags, FileType, StatxFlags, CWD};
+    let st = statx(CWD, path, AtFlags::STATX_FORCE_SYNC, StatxFlags::TYPE).map_err(errno)?;
+    Ok(
+        match FileType::from_raw_mode(st.stx_mode.into()) == FileType::Directory {
+            true => FileKind::Dir,
+            false => FileKind::Other,
+        },
+    )
+}
+
 /// The `/dev/fuse` descriptor `fd`, which this process inherited from a
 /// privileged helper that mounted it (`/dev/fd/N` on the command line, as
 /// libfuse accepts); from here on the caller owns it.

@@ -28,17 +28,18 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 
-use fuser::INodeNo;
 use log::{debug, warn};
 use mshare_uapi::MemoryId;
 use parking_lot::Mutex;
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
+use crate::request::Ino;
+
 /// What is called with a region whose creator is gone and that no process
 /// maps any more; true if something else still holds it (an open
 /// descriptor): the watch then waits for [`Watcher::recheck`].
-pub type OnUnmapped = Box<dyn Fn(INodeNo) -> bool + Send + Sync>;
+pub type OnUnmapped = Box<dyn Fn(Ino) -> bool + Send + Sync>;
 
 /// A process, by pid and pidfd.
 type Proc = (u32, Arc<OwnedFd>);
@@ -67,7 +68,7 @@ impl Watch {
 
 /// The regions of [`mshare_uapi::ANON_DIR`] and who maps them.
 pub struct Watcher {
-    watches: Mutex<HashMap<INodeNo, Watch>>,
+    watches: Mutex<HashMap<Ino, Watch>>,
     /// Wakes the thread when a watch is added or a scan asked for.
     wake: OwnedFd,
     /// The mount's device, for mappings of region files.
@@ -111,7 +112,7 @@ impl Watcher {
     /// Watches region `ino` with memory `memory`, made by thread `tid`
     /// (`None`, or a thread that is gone: look for mappers now); with
     /// `with_parent`, the creator's parent holds it too.
-    pub fn watch(&self, ino: INodeNo, memory: MemoryId, tid: Option<u32>, with_parent: bool) {
+    pub fn watch(&self, ino: Ino, memory: MemoryId, tid: Option<u32>, with_parent: bool) {
         let creator = tid.and_then(thread_group).and_then(|pid| {
             let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
             Some((pid, Arc::new(fd)))
@@ -143,7 +144,7 @@ impl Watcher {
     /// Looks for the processes that map `ino` now: a process says it has
     /// unmapped it (`creator_done`: the creator's hold ends with its
     /// mapping), or its last descriptor was closed.
-    pub fn recheck(&self, ino: INodeNo, creator_done: bool) {
+    pub fn recheck(&self, ino: Ino, creator_done: bool) {
         if let Some(w) = self.watches.lock().get_mut(&ino) {
             w.scan = true;
             if creator_done {
@@ -155,12 +156,12 @@ impl Watcher {
     }
 
     /// Stops watching `ino` (it was removed).
-    pub fn forget(&self, ino: INodeNo) {
+    pub fn forget(&self, ino: Ino) {
         self.watches.lock().remove(&ino);
     }
 
     /// Whether `ino` is watched.
-    pub fn watches(&self, ino: INodeNo) -> bool {
+    pub fn watches(&self, ino: Ino) -> bool {
         self.watches.lock().contains_key(&ino)
     }
 
@@ -176,7 +177,7 @@ impl Watcher {
     /// every process's maps costs milliseconds with hundreds of processes,
     /// and PostgreSQL closes a shm object in every backend it starts.
     fn round(&self, on_unmapped: &OnUnmapped) {
-        let todo: Vec<(INodeNo, MemoryId)> = self
+        let todo: Vec<(Ino, MemoryId)> = self
             .watches
             .lock()
             .iter()
@@ -205,7 +206,7 @@ impl Watcher {
                 }
             }
         }
-        let waits: Vec<(INodeNo, u32, Arc<OwnedFd>)> = self
+        let waits: Vec<(Ino, u32, Arc<OwnedFd>)> = self
             .watches
             .lock()
             .iter()
@@ -230,7 +231,7 @@ impl Watcher {
                 return;
             }
         }
-        let exited: Vec<(INodeNo, u32)> = fds[1..]
+        let exited: Vec<(Ino, u32)> = fds[1..]
             .iter()
             .zip(&waits)
             .filter(|(p, _)| !p.revents().is_empty())

@@ -8,7 +8,6 @@ use std::ffi::OsStr;
 use std::io;
 use std::sync::{Arc, Weak};
 
-use fuser::INodeNo;
 use log::{debug, info, warn};
 use mshare_uapi::{ANON_DIR, SHM_DIR};
 
@@ -16,6 +15,7 @@ use super::MshareFs;
 use crate::fail::Fail;
 use crate::namespace::{Kind, Meta, Removal, ROOT};
 use crate::region::{Region, Shape};
+use crate::request::Ino;
 use crate::transient::Watcher;
 
 impl MshareFs {
@@ -34,7 +34,7 @@ impl MshareFs {
                 warn!("cannot make the directory {name}/ for the preload library: {f}");
             }
         }
-        let kept: Vec<(INodeNo, Arc<Region>)> = {
+        let kept: Vec<(Ino, Arc<Region>)> = {
             let ns = self.ns.read();
             let mut found = Vec::new();
             for dir in [ANON_DIR, SHM_DIR] {
@@ -102,7 +102,7 @@ impl MshareFs {
     }
 
     /// `MSHAREFS_UNMAPPED`: look now for the processes that map `ino`.
-    pub(super) fn unmapped(&self, ino: INodeNo) {
+    pub(super) fn unmapped(&self, ino: Ino) {
         if let Some(w) = self.anon.get() {
             w.recheck(ino, true);
         }
@@ -119,7 +119,7 @@ impl MshareFs {
     /// Removes region `ino`, whose creator is gone and which no process
     /// maps any more, if it is still linked and not held open; true if it
     /// is held open (watch it on).
-    fn remove_unmapped(&self, ino: INodeNo) -> bool {
+    fn remove_unmapped(&self, ino: Ino) -> bool {
         let named = {
             let ns = self.ns.read();
             let Some(n) = ns.node(ino).ok().filter(|n| n.is_linked()) else {

@@ -2,44 +2,17 @@
 
 use std::time::SystemTime;
 
-use fuser::{FileAttr, INodeNo, TimeOrNow};
 use mshare_uapi::{Backing, HUGE_PAGE_SIZE, PAGE_SIZE};
 use nix::errno::Errno;
 
-use super::{Caller, MshareFs};
+use super::MshareFs;
 use crate::fail::{ensure, Fail};
 use crate::namespace::{Kind, Namespace, Node, INFO};
-
-/// The attribute changes of one `setattr`.
-pub struct AttrChange {
-    /// New permission bits.
-    pub mode: Option<u32>,
-    /// New owner.
-    pub uid: Option<u32>,
-    /// New group.
-    pub gid: Option<u32>,
-    /// New size (`ftruncate`).
-    pub size: Option<u64>,
-    /// New access time.
-    pub atime: Option<TimeOrNow>,
-    /// New modification time.
-    pub mtime: Option<TimeOrNow>,
-}
-
-impl AttrChange {
-    fn is_empty(&self) -> bool {
-        self.mode.is_none()
-            && self.uid.is_none()
-            && self.gid.is_none()
-            && self.size.is_none()
-            && self.atime.is_none()
-            && self.mtime.is_none()
-    }
-}
+use crate::request::{Attr, AttrChange, Caller, Ino, SetTime};
 
 impl MshareFs {
     /// The attributes of `node`.
-    pub(super) fn attr(&self, ino: INodeNo, node: &Node) -> FileAttr {
+    pub(super) fn attr(&self, ino: Ino, node: &Node) -> Attr {
         let (size, blocks, blksize) = match &node.kind {
             Kind::Dir(_) => (0, 0, PAGE_SIZE),
             Kind::Info => (self.info_text.len() as u64, 0, PAGE_SIZE),
@@ -53,51 +26,43 @@ impl MshareFs {
             }
         };
         let m = &node.meta;
-        FileAttr {
+        Attr {
             ino,
             size,
             blocks,
             atime: m.atime,
             mtime: m.mtime,
             ctime: m.ctime,
-            crtime: m.crtime,
             kind: node.file_type(),
             perm: m.perm,
             nlink: node.nlink(),
             uid: m.uid,
             gid: m.gid,
-            rdev: 0,
             blksize: blksize as u32,
-            flags: 0,
         }
     }
 
     /// `getattr`.
-    pub(super) fn attr_of(&self, ino: INodeNo) -> Result<FileAttr, Fail> {
+    pub(super) fn attr_of(&self, ino: Ino) -> Result<Attr, Fail> {
         let ns = self.ns.read();
         Ok(self.attr(ino, ns.node(ino)?))
     }
 
     /// Attributes for an entry reply, taking the lookup reference the
     /// kernel will later `forget`.
-    pub(super) fn entry_of(&self, ino: INodeNo) -> Result<FileAttr, Fail> {
+    pub(super) fn entry_of(&self, ino: Ino) -> Result<Attr, Fail> {
         self.entry_in(&self.ns.read(), ino)
     }
 
     /// [`Self::entry_of`] under a namespace lock the caller holds.
-    pub(super) fn entry_in(&self, ns: &Namespace, ino: INodeNo) -> Result<FileAttr, Fail> {
+    pub(super) fn entry_in(&self, ns: &Namespace, ino: Ino) -> Result<Attr, Fail> {
         let node = ns.node(ino)?;
         node.add_lookup();
         Ok(self.attr(ino, node))
     }
 
     /// `setattr`: chmod, chown, truncate (sizes an unsized region), utimens.
-    pub(super) fn do_setattr(
-        &self,
-        req: Caller,
-        ino: INodeNo,
-        ch: AttrChange,
-    ) -> Result<FileAttr, Fail> {
+    pub(super) fn do_setattr(&self, req: Caller, ino: Ino, ch: AttrChange) -> Result<Attr, Fail> {
         let region = {
             let ns = self.ns.read();
             let node = ns.node(ino)?;
@@ -128,9 +93,9 @@ impl MshareFs {
         let mut ns = self.ns.write();
         let node = ns.node_mut(ino)?;
         let now = SystemTime::now();
-        let at = |t: TimeOrNow| match t {
-            TimeOrNow::SpecificTime(t) => t,
-            TimeOrNow::Now => now,
+        let at = |t: SetTime| match t {
+            SetTime::At(t) => t,
+            SetTime::Now => now,
         };
         if let Some(m) = ch.mode {
             node.meta.perm = (m & 0o7777) as u16;

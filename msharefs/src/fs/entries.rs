@@ -4,21 +4,21 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 
-use fuser::{FileAttr, INodeNo, RenameFlags};
 use log::debug;
 use mshare_uapi::Backing;
 use nix::errno::Errno;
 use parking_lot::RwLockWriteGuard;
 
-use super::{Caller, MshareFs};
+use super::MshareFs;
 use crate::backing::Memory;
 use crate::fail::{ensure, Fail};
 use crate::namespace::{Kind, Meta, Namespace, Removal};
 use crate::region::Region;
+use crate::request::{Attr, Caller, Ino, RenameFlags};
 
 impl MshareFs {
     /// `lookup`.
-    pub(super) fn do_lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Fail> {
+    pub(super) fn do_lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, Fail> {
         let ns = self.ns.read();
         self.entry_in(&ns, ns.child(parent, name)?)
     }
@@ -28,7 +28,7 @@ impl MshareFs {
     pub(super) fn make_backing(
         &self,
         kind: Backing,
-        ino: INodeNo,
+        ino: Ino,
         name: &str,
         meta: &Meta,
     ) -> Result<Memory, Fail> {
@@ -42,10 +42,10 @@ impl MshareFs {
     pub(super) fn new_region(
         &self,
         req: Caller,
-        parent: INodeNo,
+        parent: Ino,
         name: &OsStr,
         mode: u32,
-    ) -> Result<(INodeNo, Arc<Region>), Fail> {
+    ) -> Result<(Ino, Arc<Region>), Fail> {
         // Refuse before making memory; insert checks again under the lock.
         self.ns.read().check_room(req.uid)?;
         let mut ns = self.ns.write();
@@ -74,10 +74,10 @@ impl MshareFs {
     pub(super) fn do_mknod(
         &self,
         req: Caller,
-        parent: INodeNo,
+        parent: Ino,
         name: &OsStr,
         mode: u32,
-    ) -> Result<FileAttr, Fail> {
+    ) -> Result<Attr, Fail> {
         ensure(
             mode & libc::S_IFMT == libc::S_IFREG,
             Errno::EPERM,
@@ -91,10 +91,10 @@ impl MshareFs {
     pub(super) fn do_mkdir(
         &self,
         req: Caller,
-        parent: INodeNo,
+        parent: Ino,
         name: &OsStr,
         mode: u32,
-    ) -> Result<FileAttr, Fail> {
+    ) -> Result<Attr, Fail> {
         let meta = Meta::new(mode as u16, req.uid, req.gid);
         let mut ns = self.ns.write();
         let ino = ns.insert(parent, name, Kind::Dir(Default::default()), meta)?;
@@ -108,9 +108,9 @@ impl MshareFs {
     fn made(
         &self,
         ns: RwLockWriteGuard<'_, Namespace>,
-        parent: INodeNo,
+        parent: Ino,
         name: &OsStr,
-        ino: INodeNo,
+        ino: Ino,
         removal: Removal,
     ) -> Result<(), Fail> {
         let res = self.persist(&ns, &[ino, parent]);
@@ -125,7 +125,7 @@ impl MshareFs {
     /// `unlink` or `rmdir`.
     pub(super) fn do_remove(
         &self,
-        parent: INodeNo,
+        parent: Ino,
         name: &OsStr,
         removal: Removal,
     ) -> Result<(), Fail> {
@@ -147,18 +147,18 @@ impl MshareFs {
     /// `rename` (`RENAME_NOREPLACE` is the only flag).
     pub(super) fn do_rename(
         &self,
-        parent: INodeNo,
+        parent: Ino,
         name: &OsStr,
-        newparent: INodeNo,
+        newparent: Ino,
         newname: &OsStr,
         flags: RenameFlags,
     ) -> Result<(), Fail> {
         ensure(
-            (flags & !RenameFlags::RENAME_NOREPLACE).is_empty(),
+            flags.only(RenameFlags::NOREPLACE),
             Errno::EINVAL,
             "only RENAME_NOREPLACE is supported",
         )?;
-        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let noreplace = flags.has(RenameFlags::NOREPLACE);
         let replaced = {
             let mut ns = self.ns.write();
             ensure(
@@ -188,7 +188,7 @@ impl MshareFs {
 
     /// `forget`: drops kernel lookup references; frees a region nothing
     /// refers to any more.
-    pub(super) fn do_forget(&self, ino: INodeNo, nlookup: u64) {
+    pub(super) fn do_forget(&self, ino: Ino, nlookup: u64) {
         let gone = self.ns.write().forget(ino, nlookup);
         if let Some(r) = gone.as_ref().and_then(|n| n.region()) {
             self.free(r, r.take_memory());
@@ -197,7 +197,7 @@ impl MshareFs {
 
     /// Frees a region's memory once no name and no open handle remain, and
     /// drops the inode once the kernel has forgotten it too.
-    pub(super) fn reap(&self, ino: INodeNo) {
+    pub(super) fn reap(&self, ino: Ino) {
         let mut freed = None;
         {
             let mut ns = self.ns.write();
@@ -224,7 +224,7 @@ impl MshareFs {
     }
 
     /// The region's name for a log line (scans the parent directory).
-    pub(super) fn region_name(&self, ino: INodeNo) -> String {
+    pub(super) fn region_name(&self, ino: Ino) -> String {
         let ns = self.ns.read();
         match ns.node(ino) {
             Ok(n) if n.is_linked() => format!("region '{}'", n.name.to_string_lossy()),

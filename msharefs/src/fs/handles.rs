@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fuser::{FileHandle, INodeNo};
 use nix::errno::Errno;
 use parking_lot::Mutex;
 
 use crate::fail::{ensure, Fail};
 use crate::region::{Access, Region};
+use crate::request::{Fh, Ino};
 
 /// What a handle was opened on.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub enum Opened {
 #[derive(Debug)]
 struct Handle {
     /// The inode it was opened on.
-    ino: INodeNo,
+    ino: Ino,
     /// What it is.
     opened: Opened,
 }
@@ -41,7 +41,7 @@ struct Handle {
 #[derive(Debug)]
 pub struct Handles {
     /// Open handles by number.
-    table: Mutex<HashMap<FileHandle, Handle>>,
+    table: Mutex<HashMap<Fh, Handle>>,
     /// The next number.
     next: AtomicU64,
 }
@@ -56,21 +56,21 @@ impl Handles {
     }
 
     /// Registers a handle on `ino`.
-    pub fn add(&self, ino: INodeNo, opened: Opened) -> FileHandle {
-        let fh = FileHandle(self.next.fetch_add(1, Ordering::Relaxed));
+    pub fn add(&self, ino: Ino, opened: Opened) -> Fh {
+        let fh = Fh(self.next.fetch_add(1, Ordering::Relaxed));
         self.table.lock().insert(fh, Handle { ino, opened });
         fh
     }
 
     /// Forgets a handle; what it was opened on.
-    pub fn remove(&self, fh: FileHandle) -> Option<Opened> {
+    pub fn remove(&self, fh: Fh) -> Option<Opened> {
         self.table.lock().remove(&fh).map(|h| h.opened)
     }
 
     /// The region and access of region handle `fh` on `ino`: `EBADF` for
     /// an unknown handle or one of another inode, `ENOTTY` for a handle
     /// that is not a region's.
-    pub fn region(&self, fh: FileHandle, ino: INodeNo) -> Result<(Arc<Region>, Access), Fail> {
+    pub fn region(&self, fh: Fh, ino: Ino) -> Result<(Arc<Region>, Access), Fail> {
         let table = self.table.lock();
         let h = Self::checked(&table, fh, ino)?;
         match &h.opened {
@@ -80,7 +80,7 @@ impl Handles {
     }
 
     /// Checks that `fh` is a directory handle on `ino`.
-    pub fn check_dir(&self, fh: FileHandle, ino: INodeNo) -> Result<(), Fail> {
+    pub fn check_dir(&self, fh: Fh, ino: Ino) -> Result<(), Fail> {
         let table = self.table.lock();
         match Self::checked(&table, fh, ino)?.opened {
             Opened::Dir => Ok(()),
@@ -88,11 +88,7 @@ impl Handles {
         }
     }
 
-    fn checked(
-        table: &HashMap<FileHandle, Handle>,
-        fh: FileHandle,
-        ino: INodeNo,
-    ) -> Result<&Handle, Fail> {
+    fn checked(table: &HashMap<Fh, Handle>, fh: Fh, ino: Ino) -> Result<&Handle, Fail> {
         let h = table
             .get(&fh)
             .ok_or(Fail::new(Errno::EBADF, "unknown file handle"))?;

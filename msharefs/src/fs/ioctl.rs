@@ -1,7 +1,6 @@
 //! The ioctls on a region file: decoding the bytes the kernel copied, the
 //! access check, and the call into the region.
 
-use fuser::{FileHandle, INodeNo};
 use log::debug;
 use mshare_uapi::{
     MshareCreate, MshareInfo, MshareSetup, MshareUnmap, MSHAREFS_CREATE_MAPPING, MSHAREFS_GET_SIZE,
@@ -12,6 +11,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::MshareFs;
 use crate::fail::{ensure, Fail};
+use crate::request::{Fh, Ino};
 
 /// Decodes an ioctl argument (the kernel copied `_IOC_SIZE` bytes).
 fn decode<T: FromBytes + KnownLayout + Immutable>(input: &[u8]) -> Result<T, Fail> {
@@ -39,8 +39,8 @@ impl MshareFs {
     /// One ioctl on region handle `fh`; the bytes to copy out.
     pub(super) fn do_ioctl(
         &self,
-        ino: INodeNo,
-        fh: FileHandle,
+        ino: Ino,
+        fh: Fh,
         cmd: u32,
         input: &[u8],
         out_size: u32,

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use fuser::INodeNo;
 use log::{error, info, warn};
 use mshare_uapi::Backing;
 
@@ -13,6 +12,7 @@ use crate::backing::Owner;
 use crate::fail::Fail;
 use crate::namespace::{Kind, Namespace, ROOT};
 use crate::region::{Region, Released, Shape};
+use crate::request::Ino;
 use crate::state::record::{NodeKind, Record};
 use crate::state::Snapshot;
 
@@ -35,7 +35,7 @@ impl MshareFs {
     /// namespace's write lock held, so records follow the order of changes.
     /// An error means the state file does not hold the change yet (it is
     /// logged, and written with the next change that can be written).
-    pub(super) fn persist(&self, ns: &Namespace, inos: &[INodeNo]) -> Result<(), Fail> {
+    pub(super) fn persist(&self, ns: &Namespace, inos: &[Ino]) -> Result<(), Fail> {
         let mut res = Ok(());
         for &ino in inos {
             if let Err(e) = self.home.journal.put(ns.record(ino)) {
@@ -50,7 +50,7 @@ impl MshareFs {
     /// (a name learned before opens nothing from now on). Call it with the
     /// namespace's write lock held, so no attach reads a name in between.
     /// A failure is logged (error level) and returned.
-    pub(super) fn rekey_under(&self, ns: &Namespace, ino: INodeNo) -> Result<(), Fail> {
+    pub(super) fn rekey_under(&self, ns: &Namespace, ino: Ino) -> Result<(), Fail> {
         let mut res = Ok(());
         for (region, meta) in ns.regions_under(ino) {
             if let Err(f) = region.rekey(&self.store, meta.owner()) {
@@ -112,7 +112,7 @@ impl MshareFs {
                     Ok(file) => {
                         found.regions.insert((kind, rec.ino));
                         Kind::Region(Arc::new(Region::adopt(
-                            INodeNo(rec.ino),
+                            Ino(rec.ino),
                             (kind, shape_in(rec.parent)),
                             file,
                             &self.home,

@@ -3,20 +3,18 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use fuser::{FileAttr, FileHandle, INodeNo, OpenFlags};
 use log::warn;
 use nix::errno::Errno;
 
 use super::handles::Opened;
-use super::{Caller, MshareFs};
+use super::MshareFs;
 use crate::fail::{ensure, Fail};
 use crate::namespace::{Removal, INFO};
-use crate::passthrough::PassthroughId;
 use crate::region::{Access, Attach, OpenMode, Region};
+use crate::request::{Attr, Caller, Fh, Ino, OpenFlags};
 
 impl MshareFs {
     /// How opens are answered now: passthrough until the kernel refuses it.
@@ -31,13 +29,12 @@ impl MshareFs {
     /// Counts an open of `region` and registers its handle.
     fn open_region(
         &self,
-        ino: INodeNo,
+        ino: Ino,
         region: &Arc<Region>,
         flags: OpenFlags,
-        register: impl FnOnce(&OwnedFd) -> io::Result<PassthroughId>,
-    ) -> Result<(FileHandle, OpenMode), Fail> {
+    ) -> Result<(Fh, OpenMode), Fail> {
         let attach = self.attach();
-        let mode = match region.open(attach, register) {
+        let mode = match region.open(attach, |fd| self.register(fd)) {
             Ok(mode) => mode,
             Err(e) if attach == Attach::Passthrough && e.raw_os_error() == Some(libc::EPERM) => {
                 if self.passthrough.swap(false, Ordering::Relaxed) {
@@ -61,10 +58,10 @@ impl MshareFs {
     /// (`setxattr`), which can happen only before the region is sized.
     fn still_current(
         &self,
-        ino: INodeNo,
+        ino: Ino,
         region: &Arc<Region>,
-        opened: (FileHandle, OpenMode),
-    ) -> Result<(FileHandle, OpenMode), Fail> {
+        opened: (Fh, OpenMode),
+    ) -> Result<(Fh, OpenMode), Fail> {
         let current = self
             .ns
             .read()
@@ -83,12 +80,7 @@ impl MshareFs {
     }
 
     /// `open` of `mshare_info` (read-only) or a region file.
-    pub(super) fn do_open(
-        &self,
-        ino: INodeNo,
-        flags: OpenFlags,
-        register: impl FnOnce(&OwnedFd) -> io::Result<PassthroughId>,
-    ) -> Result<(FileHandle, OpenMode), Fail> {
+    pub(super) fn do_open(&self, ino: Ino, flags: OpenFlags) -> Result<(Fh, OpenMode), Fail> {
         let region = self.ns.read().node(ino)?.region().cloned();
         match region {
             None if ino == INFO => {
@@ -99,7 +91,7 @@ impl MshareFs {
             }
             None => Err(Fail::new(Errno::EISDIR, "is a directory")),
             Some(region) => {
-                let opened = self.open_region(ino, &region, flags, register)?;
+                let opened = self.open_region(ino, &region, flags)?;
                 self.still_current(ino, &region, opened)
             }
         }
@@ -109,19 +101,18 @@ impl MshareFs {
     pub(super) fn do_create(
         &self,
         req: Caller,
-        parent: INodeNo,
+        parent: Ino,
         name: &OsStr,
         mode: u32,
         flags: OpenFlags,
-        register: impl FnOnce(&OwnedFd) -> io::Result<PassthroughId>,
-    ) -> Result<(FileAttr, FileHandle, OpenMode), Fail> {
+    ) -> Result<(Attr, Fh, OpenMode), Fail> {
         ensure(
             mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0,
             Errno::EPERM,
             "only regions",
         )?;
         let (ino, region) = self.new_region(req, parent, name, mode)?;
-        let (fh, mode) = match self.open_region(ino, &region, flags, register) {
+        let (fh, mode) = match self.open_region(ino, &region, flags) {
             Ok(o) => o,
             Err(f) => {
                 let _ = self.ns.write().remove(parent, name, Removal::File);
@@ -135,8 +126,8 @@ impl MshareFs {
     /// `read` of `mshare_info`, or of a region served by the server.
     pub(super) fn do_read(
         &self,
-        ino: INodeNo,
-        fh: FileHandle,
+        ino: Ino,
+        fh: Fh,
         offset: u64,
         size: u32,
     ) -> Result<Vec<u8>, Fail> {
@@ -152,13 +143,7 @@ impl MshareFs {
     }
 
     /// `write` to a region served by the server.
-    pub(super) fn do_write(
-        &self,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<u32, Fail> {
+    pub(super) fn do_write(&self, ino: Ino, fh: Fh, offset: u64, data: &[u8]) -> Result<u32, Fail> {
         match self.handles.region(fh, ino) {
             Ok((r, access)) if access.writes() => r.write(offset, data),
             Ok(_) => Err(Fail::new(Errno::EBADF, "not opened for writing")),
@@ -172,8 +157,8 @@ impl MshareFs {
     /// `fallocate`: mode 0 only.
     pub(super) fn do_fallocate(
         &self,
-        ino: INodeNo,
-        fh: FileHandle,
+        ino: Ino,
+        fh: Fh,
         offset: u64,
         length: u64,
         mode: i32,
@@ -189,7 +174,7 @@ impl MshareFs {
     }
 
     /// `release`: the last close of a handle.
-    pub(super) fn do_release(&self, ino: INodeNo, fh: FileHandle) {
+    pub(super) fn do_release(&self, ino: Ino, fh: Fh) {
         let opened = self.handles.remove(fh);
         if let Some(Opened::Region { region, .. }) = opened {
             if region.release() == 0 {

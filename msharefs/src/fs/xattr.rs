@@ -10,7 +10,6 @@
 use std::ffi::OsStr;
 use std::sync::Arc;
 
-use fuser::{INodeNo, ReplyXattr};
 use log::debug;
 use mshare_uapi::{
     parse_size, Attach, Backing, MemoryId, ATTACH_XATTR, BACKING_XATTR, MEMORY_XATTR, POOL_XATTR,
@@ -18,20 +17,15 @@ use mshare_uapi::{
 };
 use nix::errno::Errno;
 
-use super::reply::answer;
-use super::{Caller, MshareFs};
+use super::MshareFs;
 use crate::fail::{ensure, Fail};
 use crate::namespace::{MAY_READ, ROOT};
 use crate::region::Region;
+use crate::request::{Caller, Ino};
 
 impl MshareFs {
     /// `getxattr`.
-    pub(super) fn xattr_value(
-        &self,
-        req: Caller,
-        ino: INodeNo,
-        name: &OsStr,
-    ) -> Result<Vec<u8>, Fail> {
+    pub(super) fn xattr_value(&self, req: Caller, ino: Ino, name: &OsStr) -> Result<Vec<u8>, Fail> {
         if name == ATTACH_XATTR {
             return self
                 .attach_value(req, ino)
@@ -54,7 +48,7 @@ impl MshareFs {
     }
 
     /// `listxattr`: NUL-terminated names.
-    pub(super) fn xattr_names(&self, ino: INodeNo) -> Result<Vec<u8>, Fail> {
+    pub(super) fn xattr_names(&self, ino: Ino) -> Result<Vec<u8>, Fail> {
         let names: &[&str] = if ino == ROOT {
             &[BACKING_XATTR, POOL_XATTR]
         } else if self.ns.read().node(ino)?.region().is_some() {
@@ -70,7 +64,7 @@ impl MshareFs {
     /// the region and search permission above it read a `user.*` attribute
     /// when it checks modes (`default_permissions`); without it the server
     /// checks the same, with the caller's uid and primary gid.
-    fn attach_value(&self, req: Caller, ino: INodeNo) -> Result<Attach, Fail> {
+    fn attach_value(&self, req: Caller, ino: Ino) -> Result<Attach, Fail> {
         // Under the namespace lock: a chmod or rename renames the memory
         // file under the write lock, so no name older than it is read.
         let ns = self.ns.read();
@@ -99,7 +93,7 @@ impl MshareFs {
     pub(super) fn do_setxattr(
         &self,
         req: Caller,
-        ino: INodeNo,
+        ino: Ino,
         name: &OsStr,
         value: &[u8],
         flags: i32,
@@ -122,7 +116,7 @@ impl MshareFs {
     fn set_backing(
         &self,
         req: Caller,
-        ino: INodeNo,
+        ino: Ino,
         name: &OsStr,
         value: &[u8],
         flags: i32,
@@ -194,35 +188,4 @@ pub(super) fn memory_id(region: &Region) -> Result<MemoryId, Fail> {
         minor: libc::minor(st.st_dev),
         ino: st.st_ino,
     })
-}
-
-/// A value or name list checked against the caller's buffer of `size`
-/// bytes (0 asks for the length): ERANGE if it does not fit.
-pub fn fit(size: u32, res: Result<Vec<u8>, Fail>) -> Result<Vec<u8>, Fail> {
-    res.and_then(|data| {
-        ensure(
-            size == 0 || data.len() <= size as usize,
-            Errno::ERANGE,
-            "buffer too small",
-        )?;
-        Ok(data)
-    })
-}
-
-/// Answers a getxattr/listxattr: the size when asked for 0 bytes, the data
-/// when it fits, `ERANGE` when it does not.
-pub fn xattr_reply(
-    reply: ReplyXattr,
-    op: &str,
-    ino: INodeNo,
-    size: u32,
-    res: Result<Vec<u8>, Fail>,
-) {
-    answer(reply, op, ino.0, fit(size, res), |r, data| {
-        if size == 0 {
-            r.size(data.len() as u32)
-        } else {
-            r.data(&data)
-        }
-    });
 }

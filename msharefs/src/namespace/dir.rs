@@ -3,10 +3,9 @@
 //! of the listing: an entry added later gets a larger cookie, a removed one
 //! shifts no other.
 
+use crate::request::Ino;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-
-use fuser::INodeNo;
 
 /// The cookies of `.` and `..`; entries start after them.
 pub const FIRST_COOKIE: u64 = 3;
@@ -15,7 +14,7 @@ pub const FIRST_COOKIE: u64 = 3;
 #[derive(Debug)]
 pub struct Dir {
     /// Name to (inode, cookie).
-    by_name: BTreeMap<OsString, (INodeNo, u64)>,
+    by_name: BTreeMap<OsString, (Ino, u64)>,
     /// Cookie to name, in the order entries were made.
     by_cookie: BTreeMap<u64, OsString>,
     /// The next entry's cookie (never reused).
@@ -34,12 +33,12 @@ impl Default for Dir {
 
 impl Dir {
     /// The inode `name` names.
-    pub fn get(&self, name: &OsStr) -> Option<INodeNo> {
+    pub fn get(&self, name: &OsStr) -> Option<Ino> {
         self.by_name.get(name).map(|&(ino, _)| ino)
     }
 
     /// Adds `name`; `false` (and no change) if it exists.
-    pub fn insert(&mut self, name: &OsStr, ino: INodeNo) -> bool {
+    pub fn insert(&mut self, name: &OsStr, ino: Ino) -> bool {
         if self.by_name.contains_key(name) {
             return false;
         }
@@ -51,7 +50,7 @@ impl Dir {
     }
 
     /// Removes `name`; the inode it named.
-    pub fn remove(&mut self, name: &OsStr) -> Option<INodeNo> {
+    pub fn remove(&mut self, name: &OsStr) -> Option<Ino> {
         let (ino, cookie) = self.by_name.remove(name)?;
         self.by_cookie.remove(&cookie);
         Some(ino)
@@ -68,7 +67,7 @@ impl Dir {
     }
 
     /// The entries with a cookie greater than `after`, in cookie order.
-    pub fn after(&self, after: u64) -> impl Iterator<Item = (u64, &OsStr, INodeNo)> {
+    pub fn after(&self, after: u64) -> impl Iterator<Item = (u64, &OsStr, Ino)> {
         self.by_cookie
             .range(after.saturating_add(1)..)
             .map(|(&c, name)| (c, name.as_os_str(), self.by_name[name].0))
@@ -83,9 +82,9 @@ mod tests {
     fn cookies_survive_removals_and_additions() {
         let mut d = Dir::default();
         for (i, n) in ["a", "b", "c"].iter().enumerate() {
-            assert!(d.insert(OsStr::new(n), INodeNo(10 + i as u64)));
+            assert!(d.insert(OsStr::new(n), Ino(10 + i as u64)));
         }
-        assert!(!d.insert(OsStr::new("a"), INodeNo(99)), "exists");
+        assert!(!d.insert(OsStr::new("a"), Ino(99)), "exists");
         let first: Vec<_> = d
             .after(0)
             .take(1)
@@ -94,7 +93,7 @@ mod tests {
         assert_eq!(first, [(FIRST_COOKIE, OsString::from("a"))]);
         // A reader stopped after "a"; "a" is removed and "d" added meanwhile.
         d.remove(OsStr::new("a"));
-        d.insert(OsStr::new("d"), INodeNo(13));
+        d.insert(OsStr::new("d"), Ino(13));
         let rest: Vec<_> = d
             .after(FIRST_COOKIE)
             .map(|(_, n, i)| (n.to_owned(), i))
@@ -102,9 +101,9 @@ mod tests {
         assert_eq!(
             rest,
             [
-                (OsString::from("b"), INodeNo(11)),
-                (OsString::from("c"), INodeNo(12)),
-                (OsString::from("d"), INodeNo(13))
+                (OsString::from("b"), Ino(11)),
+                (OsString::from("c"), Ino(12)),
+                (OsString::from("d"), Ino(13))
             ]
         );
         assert_eq!(d.len(), 3);

@@ -6,173 +6,39 @@
 //! Lock order: namespace, then region.
 
 mod dir;
+mod node;
+mod persist;
 mod shape;
 mod walk;
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use fuser::{FileType, INodeNo};
 use mshare_uapi::INFO_FILE_NAME;
 use nix::errno::Errno;
 
 use crate::fail::{ensure, Fail};
 use crate::region::Region;
-use crate::state::record::{NodeKind, NodeRec, Record};
+use crate::request::{FileKind, Ino};
 pub use dir::Dir;
+pub use node::{Kind, Limits, Meta, Node, Removal};
 pub use walk::{permits, MAY_READ};
 
 /// Inode number of the root directory.
-pub const ROOT: INodeNo = INodeNo(1);
+pub const ROOT: Ino = Ino::ROOT;
 /// Inode number of `mshare_info`.
-pub const INFO: INodeNo = INodeNo(2);
+pub const INFO: Ino = Ino(2);
 /// Longest name accepted.
 pub const NAME_MAX: usize = 255;
-
-/// Ownership, permissions and times of a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meta {
-    /// Permission bits (`0o7777`).
-    pub perm: u16,
-    /// Owner.
-    pub uid: u32,
-    /// Group.
-    pub gid: u32,
-    /// Last access.
-    pub atime: SystemTime,
-    /// Last modification.
-    pub mtime: SystemTime,
-    /// Last status change.
-    pub ctime: SystemTime,
-    /// Creation.
-    pub crtime: SystemTime,
-}
-
-impl Meta {
-    /// New metadata with all times set to now.
-    pub fn new(perm: u16, uid: u32, gid: u32) -> Self {
-        let now = SystemTime::now();
-        Meta {
-            perm: perm & 0o7777,
-            uid,
-            gid,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-        }
-    }
-}
-
-/// What a node is.
-#[derive(Debug)]
-pub enum Kind {
-    /// A directory: names to inode numbers.
-    Dir(Dir),
-    /// A region file.
-    Region(Arc<Region>),
-    /// The read-only `mshare_info` file.
-    Info,
-}
-
-/// One inode.
-#[derive(Debug)]
-pub struct Node {
-    /// What it is.
-    pub kind: Kind,
-    /// Ownership, permissions, times.
-    pub meta: Meta,
-    /// Names pointing at it (0 once unlinked; directories compute theirs).
-    links: u32,
-    /// Parent directory (for `..`).
-    pub parent: INodeNo,
-    /// Its name there (the last one, once unlinked).
-    pub name: OsString,
-    /// Kernel lookup references, decremented by `forget`.
-    lookups: AtomicU64,
-    /// The uid whose quota the node counts against (its creator).
-    charged: u32,
-    /// Whether it still counts against the limits: until it holds nothing
-    /// of the server's (an empty directory once removed, a region once its
-    /// memory is freed), not until the kernel forgets it.
-    counted: bool,
-}
-
-impl Node {
-    fn new(kind: Kind, meta: Meta, parent: INodeNo, name: &OsStr) -> Self {
-        Node {
-            kind,
-            charged: meta.uid,
-            counted: true,
-            meta,
-            links: 1,
-            parent,
-            name: name.to_os_string(),
-            lookups: AtomicU64::new(0),
-        }
-    }
-
-    /// The region, if this is one.
-    pub fn region(&self) -> Option<&Arc<Region>> {
-        match &self.kind {
-            Kind::Region(r) => Some(r),
-            _ => None,
-        }
-    }
-
-    /// `st_nlink`.
-    pub fn nlink(&self) -> u32 {
-        match &self.kind {
-            Kind::Dir(entries) if self.links > 0 => 2 + entries.len() as u32,
-            _ => self.links,
-        }
-    }
-
-    /// Its file type.
-    pub fn file_type(&self) -> FileType {
-        match self.kind {
-            Kind::Dir(_) => FileType::Directory,
-            _ => FileType::RegularFile,
-        }
-    }
-
-    /// Whether a name still points at it.
-    pub fn is_linked(&self) -> bool {
-        self.links > 0
-    }
-
-    /// Takes one kernel lookup reference.
-    pub fn add_lookup(&self) {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Which kind of name a removal takes away.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Removal {
-    /// `unlink`: a region (never a directory).
-    File,
-    /// `rmdir`: an empty directory.
-    Dir,
-}
-
-/// How many nodes (regions and directories) may exist.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// All users together (`max_regions`): `ENOSPC` beyond.
-    pub nodes: u64,
-    /// One uid other than root (`max_regions_per_user`): `EDQUOT` beyond.
-    pub per_user: u64,
-}
 
 /// The tree.
 #[derive(Debug)]
 pub struct Namespace {
     /// Every node that exists, by inode number.
-    nodes: HashMap<INodeNo, Node>,
+    nodes: HashMap<Ino, Node>,
     /// The number the next node gets (never reused).
     next_ino: u64,
     /// Nodes made by clients that count against the limits (linked, or an
@@ -228,27 +94,27 @@ impl Namespace {
     }
 
     /// The node `ino`.
-    pub fn node(&self, ino: INodeNo) -> Result<&Node, Fail> {
+    pub fn node(&self, ino: Ino) -> Result<&Node, Fail> {
         self.nodes
             .get(&ino)
             .ok_or(Fail::new(Errno::ENOENT, "no such inode"))
     }
 
     /// The node `ino`, mutable.
-    pub fn node_mut(&mut self, ino: INodeNo) -> Result<&mut Node, Fail> {
+    pub fn node_mut(&mut self, ino: Ino) -> Result<&mut Node, Fail> {
         self.nodes
             .get_mut(&ino)
             .ok_or(Fail::new(Errno::ENOENT, "no such inode"))
     }
 
-    fn dir(&self, ino: INodeNo) -> Result<&Dir, Fail> {
+    fn dir(&self, ino: Ino) -> Result<&Dir, Fail> {
         match &self.node(ino)?.kind {
             Kind::Dir(e) => Ok(e),
             _ => Err(Fail::new(Errno::ENOTDIR, "not a directory")),
         }
     }
 
-    fn dir_mut(&mut self, ino: INodeNo) -> Result<&mut Dir, Fail> {
+    fn dir_mut(&mut self, ino: Ino) -> Result<&mut Dir, Fail> {
         match &mut self.node_mut(ino)?.kind {
             Kind::Dir(e) => Ok(e),
             _ => Err(Fail::new(Errno::ENOTDIR, "not a directory")),
@@ -256,7 +122,7 @@ impl Namespace {
     }
 
     /// The inode `name` in `parent` names.
-    pub fn child(&self, parent: INodeNo, name: &OsStr) -> Result<INodeNo, Fail> {
+    pub fn child(&self, parent: Ino, name: &OsStr) -> Result<Ino, Fail> {
         self.dir(parent)?
             .get(name)
             .ok_or(Fail::new(Errno::ENOENT, "no such name"))
@@ -289,18 +155,18 @@ impl Namespace {
     }
 
     /// The inode number the next [`Self::insert`] will use.
-    pub fn next_ino(&self) -> INodeNo {
-        INodeNo(self.next_ino)
+    pub fn next_ino(&self) -> Ino {
+        Ino(self.next_ino)
     }
 
     /// Adds `name` in `parent`; returns its inode number.
     pub fn insert(
         &mut self,
-        parent: INodeNo,
+        parent: Ino,
         name: &OsStr,
         kind: Kind,
         meta: Meta,
-    ) -> Result<INodeNo, Fail> {
+    ) -> Result<Ino, Fail> {
         check_name(name)?;
         ensure(
             self.node(parent)?.is_linked(),
@@ -327,12 +193,7 @@ impl Namespace {
 
     /// Removes a name: a region's (`unlink`) or an empty directory's
     /// (`rmdir`). Returns the inode it named.
-    pub fn remove(
-        &mut self,
-        parent: INodeNo,
-        name: &OsStr,
-        removal: Removal,
-    ) -> Result<INodeNo, Fail> {
+    pub fn remove(&mut self, parent: Ino, name: &OsStr, removal: Removal) -> Result<Ino, Fail> {
         let ino = self.child(parent, name)?;
         match removal {
             Removal::File => {
@@ -363,12 +224,12 @@ impl Namespace {
     /// compatible target unless `noreplace`. Returns the replaced inode.
     pub fn rename(
         &mut self,
-        parent: INodeNo,
+        parent: Ino,
         name: &OsStr,
-        newparent: INodeNo,
+        newparent: Ino,
         newname: &OsStr,
         noreplace: bool,
-    ) -> Result<Option<INodeNo>, Fail> {
+    ) -> Result<Option<Ino>, Fail> {
         check_name(newname)?;
         let ino = self.child(parent, name)?;
         ensure(ino != INFO, Errno::EPERM, "mshare_info cannot be renamed")?;
@@ -428,7 +289,7 @@ impl Namespace {
     /// memory.
     pub fn replace_region(
         &mut self,
-        ino: INodeNo,
+        ino: Ino,
         old: &Arc<Region>,
         new: Arc<Region>,
     ) -> Result<(), Fail> {
@@ -451,14 +312,14 @@ impl Namespace {
     /// entry until it returns `true` (the reply is full).
     pub fn list(
         &self,
-        ino: INodeNo,
+        ino: Ino,
         cookie: u64,
-        mut add: impl FnMut(INodeNo, u64, FileType, &OsStr) -> bool,
+        mut add: impl FnMut(Ino, u64, FileKind, &OsStr) -> bool,
     ) -> Result<(), Fail> {
         let dir = self.dir(ino)?;
         let dots = [(ino, 1, "."), (self.node(ino)?.parent, 2, "..")];
         for (i, c, name) in dots {
-            if c > cookie && add(i, c, FileType::Directory, OsStr::new(name)) {
+            if c > cookie && add(i, c, FileKind::Dir, OsStr::new(name)) {
                 return Ok(());
             }
         }
@@ -472,13 +333,13 @@ impl Namespace {
     }
 
     /// Checks that `ino` is a directory (for `opendir`).
-    pub fn check_dir(&self, ino: INodeNo) -> Result<(), Fail> {
+    pub fn check_dir(&self, ino: Ino) -> Result<(), Fail> {
         self.dir(ino).map(drop)
     }
 
     /// Drops `n` kernel lookup references. Returns the node if it is now
     /// gone for good (no name, no lookup, no open handle).
-    pub fn forget(&mut self, ino: INodeNo, n: u64) -> Option<Node> {
+    pub fn forget(&mut self, ino: Ino, n: u64) -> Option<Node> {
         let node = self.nodes.get(&ino)?;
         let left = node
             .lookups
@@ -495,7 +356,7 @@ impl Namespace {
     }
 
     /// Removes `ino` from the table if nothing refers to it any more.
-    pub fn remove_if_unused(&mut self, ino: INodeNo) -> Option<Node> {
+    pub fn remove_if_unused(&mut self, ino: Ino) -> Option<Node> {
         let node = self.nodes.get(&ino)?;
         let open = node.region().is_some_and(|r| r.opens() > 0);
         if ino.0 <= INFO.0 || node.is_linked() || node.lookups.load(Ordering::Relaxed) > 0 || open {
@@ -508,7 +369,7 @@ impl Namespace {
     /// Stops counting `ino` against the limits: it holds nothing of the
     /// server's any more (a removed directory, a region whose memory was
     /// freed), though the kernel may still refer to it until it forgets.
-    pub fn uncount(&mut self, ino: INodeNo) {
+    pub fn uncount(&mut self, ino: Ino) {
         let Some(node) = self.nodes.get_mut(&ino) else {
             return;
         };
@@ -525,106 +386,14 @@ impl Namespace {
         }
     }
 
-    /// What the state file records of `ino`: the node while a name points
-    /// at it, else that it is gone (`mshare_info` is never recorded).
-    pub fn record(&self, ino: INodeNo) -> Record {
-        let node = match self.nodes.get(&ino) {
-            Some(n) if n.is_linked() && ino != INFO => n,
-            _ => return Record::Gone(ino.0),
-        };
-        let kind = match &node.kind {
-            Kind::Region(r) => NodeKind::Region(r.kind),
-            _ => NodeKind::Dir,
-        };
-        let m = &node.meta;
-        Record::Node(NodeRec {
-            ino: ino.0,
-            parent: node.parent.0,
-            kind,
-            perm: m.perm,
-            uid: m.uid,
-            gid: m.gid,
-            charged: node.charged,
-            times: [m.atime, m.mtime, m.ctime, m.crtime],
-            name: node.name.clone(),
-        })
-    }
-
-    /// Rebuilds the tree from the nodes a previous server recorded, each
-    /// with what it is now; numbers continue from `next_ino`. A node whose
-    /// directory is missing, or whose name is taken, is put in the root
-    /// (as `NAME.lost-INODE` if need be). Returns what was moved, for the
-    /// log. Limits are not checked: what existed stays.
-    pub fn adopt(&mut self, nodes: Vec<(NodeRec, Kind)>, next_ino: u64) -> Vec<String> {
-        let mut adopted = Vec::new();
-        for (rec, kind) in nodes {
-            let meta = Meta {
-                perm: rec.perm & 0o7777,
-                uid: rec.uid,
-                gid: rec.gid,
-                atime: rec.times[0],
-                mtime: rec.times[1],
-                ctime: rec.times[2],
-                crtime: rec.times[3],
-            };
-            let ino = INodeNo(rec.ino);
-            if ino == ROOT {
-                if let Some(root) = self.nodes.get_mut(&ROOT) {
-                    root.meta = meta;
-                }
-                continue;
-            }
-            if ino.0 <= INFO.0 || self.nodes.contains_key(&ino) {
-                continue;
-            }
-            let mut node = Node::new(kind, meta, INodeNo(rec.parent), &rec.name);
-            node.charged = rec.charged;
-            self.nodes.insert(ino, node);
-            self.made += 1;
-            *self.made_by.entry(rec.charged).or_default() += 1;
-            self.next_ino = self.next_ino.max(ino.0 + 1);
-            adopted.push(ino);
-        }
-        self.next_ino = self.next_ino.max(next_ino);
-        let mut moved = Vec::new();
-        adopted.sort_unstable();
-        for ino in adopted {
-            let (parent, name) = {
-                let n = &self.nodes[&ino];
-                (n.parent, n.name.clone())
-            };
-            let fits = self.dir(parent).is_ok_and(|d| d.get(&name).is_none());
-            let (parent, name) = if fits {
-                (parent, name)
-            } else {
-                let mut lost = name.clone();
-                if self.dir(ROOT).is_ok_and(|d| d.get(&name).is_some()) {
-                    lost.push(format!(".lost-{}", ino.0));
-                }
-                moved.push(format!(
-                    "inode {} ({name:?}) had no directory {} to go in: it is /{lost:?}",
-                    ino.0, parent.0
-                ));
-                (ROOT, lost)
-            };
-            if let Ok(d) = self.dir_mut(parent) {
-                d.insert(&name, ino);
-            }
-            let n = self.nodes.get_mut(&ino).expect("adopted above");
-            n.parent = parent;
-            n.name = name;
-        }
-        moved
-    }
-
-    fn drop_link(&mut self, ino: INodeNo) {
+    fn drop_link(&mut self, ino: Ino) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.links = node.links.saturating_sub(1);
             node.meta.ctime = SystemTime::now();
         }
     }
 
-    fn touch_dir(&mut self, ino: INodeNo) {
+    fn touch_dir(&mut self, ino: Ino) {
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.meta.mtime = SystemTime::now();
             node.meta.ctime = node.meta.mtime;

@@ -1,13 +1,12 @@
 //! Which rules a directory gives the regions made in it ([`Shape`]).
 
-use fuser::INodeNo;
-
 use super::{Namespace, ROOT};
 use crate::region::Shape;
+use crate::request::Ino;
 
 impl Namespace {
     /// The shape of regions made in directory `dir`.
-    pub fn shape_in(&self, dir: INodeNo) -> Shape {
+    pub fn shape_in(&self, dir: Ino) -> Shape {
         let (Ok(d), Ok(root)) = (self.node(dir), self.node(ROOT)) else {
             return Shape::Aligned;
         };

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use fuser::INodeNo;
-
 use super::{Kind, Meta, Namespace, ROOT};
 use crate::backing::Owner;
 use crate::region::Region;
+use crate::request::Ino;
 
 /// Read permission (`R_OK`).
 pub const MAY_READ: u16 = 4;
@@ -45,7 +44,7 @@ impl Meta {
 
 impl Namespace {
     /// Every region at or below `ino` (which is linked), with its metadata.
-    pub fn regions_under(&self, ino: INodeNo) -> Vec<(Arc<Region>, Meta)> {
+    pub fn regions_under(&self, ino: Ino) -> Vec<(Arc<Region>, Meta)> {
         let mut found = Vec::new();
         let mut todo = vec![ino];
         while let Some(i) = todo.pop() {
@@ -63,7 +62,7 @@ impl Namespace {
     /// to `ino`'s parent and has `mask` on `ino` itself: what a path walk
     /// and the kernel's check of the node would allow (for mounts without
     /// `default_permissions`, where the kernel checks nothing).
-    pub fn reachable(&self, ino: INodeNo, uid: u32, gid: u32, mask: u16) -> bool {
+    pub fn reachable(&self, ino: Ino, uid: u32, gid: u32, mask: u16) -> bool {
         let Ok(node) = self.node(ino) else {
             return false;
         };

@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use fuser::OpenFlags;
-
 use crate::passthrough::PassthroughId;
+use crate::request::OpenFlags;
 
 /// What an open of a region file allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,7 +11,6 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
-use fuser::INodeNo;
 use mshare_uapi::{Backing, MshareCreate, MshareInfo, MshareUnmap};
 use nix::errno::Errno;
 use parking_lot::Mutex;
@@ -21,6 +20,7 @@ use crate::fail::{ensure, Fail};
 use crate::hugepool::{pages_for, HugePool};
 use crate::passthrough::PassthroughId;
 use crate::placement::Placement;
+use crate::request::Ino;
 use crate::state::record::{LayoutRec, Record};
 use crate::state::Journal;
 pub use access::{Access, Attach, OpenMode};
@@ -44,7 +44,7 @@ pub struct Home {
 #[derive(Debug)]
 pub struct Region {
     /// Unique id (the inode number), also its key in the placement.
-    pub id: INodeNo,
+    pub id: Ino,
     /// Backing kind, fixed at creation.
     pub kind: Backing,
     /// The rules its layout follows, fixed by its directory.
@@ -91,7 +91,7 @@ impl State {
 impl Region {
     /// A new, unsized region over `memory`, placed and recorded as `home`
     /// says.
-    pub fn new(id: INodeNo, kind: Backing, shape: Shape, memory: Memory, home: &Home) -> Self {
+    pub fn new(id: Ino, kind: Backing, shape: Shape, memory: Memory, home: &Home) -> Self {
         Region {
             id,
             kind,
@@ -111,7 +111,7 @@ impl Region {
     /// A region a previous server left: `memory` with the recorded `layout`
     /// (`None`: unsized). Its range is claimed in `placement` again.
     pub fn adopt(
-        id: INodeNo,
+        id: Ino,
         (kind, shape): (Backing, Shape),
         memory: Memory,
         home: &Home,

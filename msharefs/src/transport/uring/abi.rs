@@ -1,6 +1,7 @@
 //! The kernel's FUSE structures that the io_uring transport reads and
 //! writes itself (`<linux/fuse.h>`, protocol 7.42). fuser keeps its own
-//! copies private, so the few this server's requests use are here.
+//! copies private, so the few this server's requests use are here, their
+//! sizes asserted at compile time.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -346,30 +347,36 @@ pub const CMD_REGISTER: u32 = 1;
 /// `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
 pub const CMD_COMMIT_AND_FETCH: u32 = 2;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+// The sizes `<linux/fuse.h>` gives (its own compile-time checks), checked
+// when this crate compiles, as `uapi` checks its structures.
+const _: () = {
     use std::mem::size_of;
-
-    /// The sizes `<linux/fuse.h>` gives (its compile-time checks).
-    #[test]
-    fn sizes_match_the_kernel() {
-        assert_eq!(size_of::<InHeader>(), 40);
-        assert_eq!(size_of::<OutHeader>(), 16);
-        assert_eq!(size_of::<Attr>(), 88);
-        assert_eq!(size_of::<EntryOut>(), 128);
-        assert_eq!(size_of::<AttrOut>(), 104);
-        assert_eq!(size_of::<SetattrIn>(), 88);
-        assert_eq!(size_of::<OpenOut>(), 16);
-        assert_eq!(size_of::<ReleaseIn>(), 24);
-        assert_eq!(size_of::<ReadIn>(), 40);
-        assert_eq!(size_of::<StatfsOut>(), 80);
-        assert_eq!(size_of::<IoctlIn>(), 32);
-        assert_eq!(size_of::<IoctlOut>(), 16);
-        assert_eq!(size_of::<FallocateIn>(), 32);
-        assert_eq!(size_of::<Dirent>(), 24);
-        assert_eq!(size_of::<RingEntInOut>(), 32);
-        assert_eq!(size_of::<RingReqHeader>(), 288);
-        assert_eq!(size_of::<RingCmdReq>(), 24);
-    }
-}
+    assert!(size_of::<InHeader>() == 40);
+    assert!(size_of::<OutHeader>() == 16);
+    assert!(size_of::<Attr>() == 88);
+    assert!(size_of::<EntryOut>() == 128);
+    assert!(size_of::<AttrOut>() == 104);
+    assert!(size_of::<SetattrIn>() == 88);
+    assert!(size_of::<MknodIn>() == 16);
+    assert!(size_of::<MkdirIn>() == 8);
+    assert!(size_of::<Rename2In>() == 16);
+    assert!(size_of::<OpenIn>() == 8);
+    assert!(size_of::<CreateIn>() == 16);
+    assert!(size_of::<OpenOut>() == 16);
+    assert!(size_of::<ReleaseIn>() == 24);
+    assert!(size_of::<ReadIn>() == 40);
+    assert!(size_of::<WriteOut>() == 8);
+    assert!(size_of::<StatfsOut>() == 80);
+    assert!(size_of::<SetxattrIn>() == 8);
+    assert!(size_of::<GetxattrIn>() == 8);
+    assert!(size_of::<IoctlIn>() == 32);
+    assert!(size_of::<IoctlOut>() == 16);
+    assert!(size_of::<FallocateIn>() == 32);
+    assert!(size_of::<Dirent>() == 24);
+    assert!(size_of::<RingEntInOut>() == 32);
+    assert!(size_of::<RingReqHeader>() == 288);
+    assert!(size_of::<RingCmdReq>() == 24);
+    // The opcode's own header must fit the ring's fixed area.
+    assert!(size_of::<SetattrIn>() <= RING_HEADER_SZ);
+    assert!(size_of::<InHeader>() <= RING_HEADER_SZ);
+};

@@ -10,10 +10,14 @@
 //!
 //! fuser still reads `/dev/fuse`: `INIT`, `FORGET` and `INTERRUPT` come
 //! that way, and so does everything until every CPU's queue is registered.
-//! The requests themselves are decoded and answered by the file system
-//! through [`Serve`].
+//! A request's bytes are decoded into the server's [`Op`](crate::request::Op)
+//! ([`decode`]), answered by [`MshareFs::handle`] and its [`Reply`]
+//! encoded as the kernel's structures ([`encode`]): the file system is
+//! the same as over fuser, only the bytes are this module's.
 
 pub(crate) mod abi;
+mod decode;
+mod encode;
 mod queue;
 
 use std::io;
@@ -22,8 +26,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Weak};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use nix::errno::Errno;
+
+use crate::fs::MshareFs;
+use crate::request::{Caller, DirEntry, Reply};
 
 /// The kernel's switch for new connections (`Y`/`N`).
 pub const ENABLE_PARAM: &str = "/sys/module/fuse/parameters/enable_uring";
@@ -66,6 +73,34 @@ pub trait Serve: Send + Sync + 'static {
     fn serve(&self, req: &Incoming<'_>, out: &mut [u8]) -> Result<usize, Errno>;
 }
 
+impl Serve for MshareFs {
+    fn serve(&self, req: &Incoming<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
+        let h = &req.header;
+        let who = Caller {
+            uid: h.uid,
+            gid: h.gid,
+            pid: h.pid,
+        };
+        let limit = decode::readdir_limit(req);
+        let mut out = encode::Out::new(buf);
+        let res: Result<Reply, Errno> = {
+            let mut add = |e: DirEntry<'_>| !out.dirent(limit, e);
+            match decode::op(req, &mut add) {
+                Ok(op) => self.handle(who, decode::ino(req), op).map_err(|f| f.errno),
+                Err(f) => {
+                    debug!("request {} on inode {}: {f}", h.opcode, h.nodeid);
+                    Err(f.errno)
+                }
+            }
+        };
+        out.reply(res?).map_err(|f| {
+            debug!("reply to request {} on inode {}: {f}", h.opcode, h.nodeid);
+            f.errno
+        })?;
+        Ok(out.len())
+    }
+}
+
 /// Whether the kernel offers FUSE over io_uring to new connections.
 pub fn kernel_enabled() -> bool {
     std::fs::read_to_string(ENABLE_PARAM).is_ok_and(|v| v.trim() == "Y")
@@ -91,6 +126,41 @@ pub fn restore_kernel_switch() {
             Ok(()) => info!("turned {ENABLE_PARAM} back off"),
             Err(e) => warn!("cannot turn {ENABLE_PARAM} back off: {e}"),
         }
+    }
+}
+
+/// Puts the kernel's switch back as the server leaves, however it leaves
+/// ([`restore_kernel_switch`]; a stop that exits the process calls that
+/// itself).
+#[derive(Debug)]
+#[must_use = "dropping it turns the switch back off at once"]
+pub struct KernelSwitch(());
+
+impl Drop for KernelSwitch {
+    fn drop(&mut self) {
+        restore_kernel_switch();
+    }
+}
+
+/// Makes sure the kernel offers FUSE over io_uring to the coming mount:
+/// `auto` and `on` turn `fuse.enable_uring` on (which lets connections
+/// that ask for io_uring have it, and changes nothing for the others);
+/// `auto` goes on with `/dev/fuse` where that fails, `on` fails the mount.
+pub fn prepare(mode: crate::options::Uring) -> Result<KernelSwitch, String> {
+    use crate::options::Uring;
+    if mode == Uring::Off || kernel_enabled() {
+        return Ok(KernelSwitch(()));
+    }
+    match enable_in_kernel() {
+        Ok(()) => {
+            info!("io_uring: turned on {ENABLE_PARAM}");
+            Ok(KernelSwitch(()))
+        }
+        Err(e) if mode == Uring::Auto => {
+            info!("io_uring=auto: cannot turn on {ENABLE_PARAM} ({e}); requests are read from /dev/fuse");
+            Ok(KernelSwitch(()))
+        }
+        Err(e) => Err(format!("io_uring=on: cannot turn on {ENABLE_PARAM}: {e}")),
     }
 }
 
