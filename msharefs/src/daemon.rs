@@ -8,7 +8,6 @@
 #![allow(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use nix::sys::signal::{SigSet, Signal};
@@ -55,11 +54,9 @@ impl Detached {
             .write(true)
             .open("/dev/null")
         {
-            for fd in 0..3 {
-                // SAFETY: dup2 onto the standard descriptors, which this
-                // process owns and nothing else holds as `OwnedFd`.
-                unsafe { libc::dup2(null.as_raw_fd(), fd) };
-            }
+            let _ = nix::unistd::dup2_stdin(&null);
+            let _ = nix::unistd::dup2_stdout(&null);
+            let _ = nix::unistd::dup2_stderr(&null);
         }
         let _ = std::env::set_current_dir("/");
     }

@@ -1,5 +1,6 @@
-//! The system calls that `nix` does not wrap, and taking over a descriptor
-//! named on the command line.
+//! The system calls that `nix` does not wrap (the new mount API, `statx`,
+//! `pidfd_open`: through `rustix`, here and nowhere else in the server),
+//! and taking over a descriptor named on the command line.
 //!
 //! # Safety
 //!
@@ -34,6 +35,15 @@ pub fn detached_mount(fstype: &str, options: &[(&str, &str)]) -> Result<OwnedFd,
     }
     fsconfig_create(&fs).map_err(errno)?;
     fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty()).map_err(errno)
+}
+
+/// A pidfd of process `pid` (`pidfd_open`): it polls readable once the
+/// process has exited, and names that process only, even after its pid
+/// is reused.
+pub fn pidfd_open(pid: u32) -> Result<OwnedFd, Errno> {
+    use rustix::process::{pidfd_open, Pid, PidfdFlags};
+    let pid = Pid::from_raw(pid as i32).ok_or(Errno::ESRCH)?;
+    pidfd_open(pid, PidfdFlags::empty()).map_err(errno)
 }
 
 /// What a path is, as far as choosing a mount point goes.

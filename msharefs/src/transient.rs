@@ -24,15 +24,16 @@
 //! too early, never memory that is mapped.
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 
 use log::{debug, warn};
 use mshare_uapi::MemoryId;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use parking_lot::Mutex;
-use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
-use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
 use crate::request::Ino;
 
@@ -70,7 +71,7 @@ impl Watch {
 pub struct Watcher {
     watches: Mutex<HashMap<Ino, Watch>>,
     /// Wakes the thread when a watch is added or a scan asked for.
-    wake: OwnedFd,
+    wake: EventFd,
     /// The mount's device, for mappings of region files.
     mount_dev: OnceLock<(u32, u32)>,
 }
@@ -89,7 +90,7 @@ impl Watcher {
     pub fn start(on_unmapped: OnUnmapped) -> io::Result<Arc<Watcher>> {
         let w = Arc::new(Watcher {
             watches: Mutex::new(HashMap::new()),
-            wake: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?,
+            wake: EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
             mount_dev: OnceLock::new(),
         });
         let weak = Arc::downgrade(&w);
@@ -114,12 +115,12 @@ impl Watcher {
     /// `with_parent`, the creator's parent holds it too.
     pub fn watch(&self, ino: Ino, memory: MemoryId, tid: Option<u32>, with_parent: bool) {
         let creator = tid.and_then(thread_group).and_then(|pid| {
-            let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
+            let fd = crate::sys::pidfd_open(pid).ok()?;
             Some((pid, Arc::new(fd)))
         });
         let parent = match (&creator, with_parent) {
             (Some((pid, _)), true) => parent_of(*pid).filter(|&p| p > 1).and_then(|p| {
-                let fd = pidfd_open(Pid::from_raw(p as i32)?, PidfdFlags::empty()).ok()?;
+                let fd = crate::sys::pidfd_open(p).ok()?;
                 Some((p, Arc::new(fd)))
             }),
             _ => None,
@@ -166,7 +167,7 @@ impl Watcher {
     }
 
     fn kick(&self) {
-        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        let _ = self.wake.write(1);
     }
 
     /// One round: scans what needs it, then waits for an exit or a kick
@@ -212,19 +213,15 @@ impl Watcher {
             .iter()
             .flat_map(|(&ino, w)| w.procs().map(move |(pid, fd)| (ino, *pid, fd.clone())))
             .collect();
-        let mut fds = vec![PollFd::new(&self.wake, PollFlags::IN)];
+        let mut fds = vec![PollFd::new(self.wake.as_fd(), PollFlags::POLLIN)];
         fds.extend(
             waits
                 .iter()
-                .map(|(_, _, fd)| PollFd::new(fd, PollFlags::IN)),
+                .map(|(_, _, fd)| PollFd::new(fd.as_fd(), PollFlags::POLLIN)),
         );
-        let second = rustix::event::Timespec {
-            tv_sec: 1,
-            tv_nsec: 0,
-        };
-        match poll(&mut fds, Some(&second)) {
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => return,
+            Err(Errno::EINTR) => return,
             Err(e) => {
                 warn!("cannot wait for the processes that map anonymous regions: {e}");
                 std::thread::sleep(std::time::Duration::from_secs(1));
@@ -234,12 +231,11 @@ impl Watcher {
         let exited: Vec<(Ino, u32)> = fds[1..]
             .iter()
             .zip(&waits)
-            .filter(|(p, _)| !p.revents().is_empty())
+            .filter(|(p, _)| p.revents().is_some_and(|r| !r.is_empty()))
             .map(|(_, (ino, pid, _))| (*ino, *pid))
             .collect();
-        if !fds[0].revents().is_empty() {
-            let mut buf = [0u8; 8];
-            let _ = rustix::io::read(self.wake.as_fd(), &mut buf);
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            let _ = self.wake.read();
         }
         let mut watches = self.watches.lock();
         for (ino, pid) in exited {
@@ -313,7 +309,7 @@ fn mappers(ids: &[Option<MemoryId>]) -> Vec<(u32, Arc<OwnedFd>)> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid != me && maps_any(pid, ids))
         .filter_map(|pid| {
-            let fd = pidfd_open(Pid::from_raw(pid as i32)?, PidfdFlags::empty()).ok()?;
+            let fd = crate::sys::pidfd_open(pid).ok()?;
             maps_any(pid, ids).then(|| (pid, Arc::new(fd)))
         })
         .collect()
