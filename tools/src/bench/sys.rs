@@ -1,6 +1,7 @@
 //! The few raw operations the benchmark needs that have no safe wrapper:
 //! mappings at fixed addresses, SysV attach, volatile page touches and
-//! `fork`. Everything unsafe in msharectl is here.
+//! `fork`. The only other `unsafe` in msharectl is `ksm.rs`'s
+//! `prctl(PR_SET_MEMORY_MERGE)`, which nix does not wrap.
 #![allow(unsafe_code)]
 
 use std::num::NonZeroUsize;
