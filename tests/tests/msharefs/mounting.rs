@@ -1,6 +1,7 @@
 //! Mounting and unmounting: the command line, daemon mode, signals,
 //! `mount -t fuse.msharefs`, and a server that survives bad input.
 
+use std::fs;
 use std::path::Path;
 use std::process::Command;
 
@@ -207,4 +208,136 @@ fn fusermount_u_stops_the_server() {
         !m.server_alive()
     });
     assert!(!is_mounted(&m.dir));
+}
+
+/// A server child, killed and reaped when dropped (also when the test
+/// failed).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Gives `/dev/fuse` a mode for the test and its own back when dropped.
+struct DevFuseMode(u32);
+
+impl DevFuseMode {
+    fn set(mode: u32) -> DevFuseMode {
+        use std::os::unix::fs::PermissionsExt;
+        let was = fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(mode)).unwrap();
+        DevFuseMode(was)
+    }
+}
+
+impl Drop for DevFuseMode {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(self.0));
+    }
+}
+
+/// A server that may not mount (not root) mounts through `fusermount3`
+/// (fuser's session) and, without `allow_other`, serves its owner only:
+/// another user and root are refused, and `fusermount3 -u` by the owner
+/// stops it. Where `/dev/fuse` is root's alone (0600, as on a machine
+/// without the fuse3 udev rule), it says so and mounts nothing.
+#[test]
+fn a_user_server_mounts_through_fusermount3_and_serves_only_its_owner() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let _serial = serial();
+    let dev_fuse = DevFuseMode::set(0o600);
+    let tmp = tempfile::Builder::new()
+        .prefix("msharefs-user")
+        .tempdir()
+        .unwrap();
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("mnt");
+    fs::create_dir(&dir).unwrap();
+    chown(&dir, Some(1000), Some(1000)).unwrap();
+    let server_cmd = || {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=1000", "--regid=1000", "--clear-groups"])
+            .arg(bin_dir().join("msharefs"))
+            .args(["-f", "-o", "fsname=msharefs-test"]);
+        if let Some(o) = transport_option() {
+            cmd.args(["-o", o]);
+        }
+        cmd.arg(&dir);
+        cmd
+    };
+    let refused = server_cmd().output().unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{why}");
+    assert!(
+        why.contains("needs /dev/fuse readable and writable by everyone"),
+        "{why}"
+    );
+    assert!(!is_mounted(&dir));
+
+    let _dev_fuse = (dev_fuse, DevFuseMode::set(0o666));
+    let log = fs::File::create(tmp.path().join("server.log")).unwrap();
+    let child = server_cmd().stderr(log).spawn().expect("setpriv msharefs");
+    let mut server = KillOnDrop(child);
+    let _unmount = UnmountOnDrop(dir.clone());
+    wait_until("the user's server to mount", || is_mounted(&dir));
+    let mount = mount_on(&dir).expect("mounted");
+    assert!(mount.is_msharefs(), "{mount:?}");
+    assert!(!mount.has_option("allow_other"), "{mount:?}");
+    let log_text = || fs::read_to_string(tmp.path().join("server.log")).unwrap();
+    assert!(
+        log_text().contains("mounting through fusermount3"),
+        "{}",
+        log_text()
+    );
+
+    // The owner makes and uses a region.
+    let region = dir.join("r1");
+    let as_user = |uid: u32, f: &dyn Fn() -> i32| {
+        in_child(|| {
+            nix::unistd::setgroups(&[]).unwrap();
+            nix::unistd::setresgid(uid.into(), uid.into(), uid.into()).unwrap();
+            nix::unistd::setresuid(uid.into(), uid.into(), uid.into()).unwrap();
+            f()
+        })
+    };
+    let made = as_user(1000, &|| {
+        let ok = fs::write(&region, b"").is_ok()
+            && fs::metadata(&region).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 1000);
+        i32::from(!ok)
+    });
+    assert_eq!(made, 0, "the owner makes a region: {}", log_text());
+    // Anyone else is refused, root included.
+    let errno_of = |r: std::io::Result<fs::Metadata>| r.err().and_then(|e| e.raw_os_error());
+    let other = as_user(65534, &|| errno_of(fs::metadata(&region)).unwrap_or(0));
+    assert_eq!(other, libc::EACCES, "another user");
+    assert_eq!(errno_of(fs::metadata(&region)), Some(libc::EACCES), "root");
+
+    // The owner's fusermount3 -u stops the server.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=1000",
+            "--regid=1000",
+            "--clear-groups",
+            "fusermount3",
+            "-u",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut status = None;
+    wait_until("the user's server to exit", || {
+        status = server.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success(), "{}", log_text());
+    assert!(!is_mounted(&dir));
 }

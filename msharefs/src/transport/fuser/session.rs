@@ -68,6 +68,12 @@ pub fn config(opts: &Options, source: Option<&OsStr>, threads: usize) -> Config 
 /// same rule, for a server that is not setuid.)
 const CHECKS: SessionACL = SessionACL::All;
 
+/// Whether this process may open `/dev/fuse` for reading and writing.
+fn dev_fuse_usable() -> bool {
+    use nix::unistd::{access, AccessFlags};
+    access("/dev/fuse", AccessFlags::R_OK | AccessFlags::W_OK).is_ok()
+}
+
 /// How the mount on a directory was made.
 enum Made {
     /// By the server itself (see [`mount`]).
@@ -126,6 +132,11 @@ impl Served {
                     made: Made::Fuser(OurMount::find(dir)),
                 })
             }
+            Err(nix::errno::Errno::EACCES) if !dev_fuse_usable() => Err(io::Error::other(
+                "/dev/fuse: permission denied: a server that is not root needs /dev/fuse \
+                 readable and writable by everyone (mode 0666, as the fuse3 package's udev \
+                 rule sets it; fusermount3 mounts, but fuser opens the device first)",
+            )),
             Err(e) => Err(e.into()),
         }?;
         if let Err(e) = served.connect(&fs) {
