@@ -217,7 +217,7 @@ fn serve(cli: &Cli, opts: Options, foreground: bool) -> Result<ExitCode, String>
 
     let _switch = uring::prepare(opts.io_uring)?;
     let source = source.map(OsString::as_os_str);
-    let served = match target {
+    let mut served = match target {
         Target::Dir(dir) => Served::on_dir(&dir, fs.clone(), &opts, source, &config),
         Target::Fd(fd) => Served::on_fd(fd, fs.clone(), &config),
         Target::Dead(_) => unreachable!("revived above"),
@@ -236,7 +236,6 @@ fn serve(cli: &Cli, opts: Options, foreground: bool) -> Result<ExitCode, String>
     if let Some(m) = served.mount() {
         fs.set_mount_dev(m.dev);
     }
-    let mut served = served;
     let stop = Arc::new(Stop::new(Leftovers {
         state,
         pool,

@@ -46,27 +46,13 @@ pub fn pidfd_open(pid: u32) -> Result<OwnedFd, Errno> {
     pidfd_open(pid, PidfdFlags::empty()).map_err(errno)
 }
 
-/// What a path is, as far as choosing a mount point goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileKind {
-    /// A directory.
-    Dir,
-    /// Anything else.
-    Other,
-}
-
-/// The type of `path`, asked of its file system now (`statx` with
-/// `AT_STATX_FORCE_SYNC`): a dead FUSE mount answers from the attributes
-/// the kernel caches until it is asked, then `ENOTCONN`.
-pub fn file_kind_now(path: &Path) -> Result<FileKind, Errno> {
+/// Whether `path` is a directory, asked of its file system now (`statx`
+/// with `AT_STATX_FORCE_SYNC`): a dead FUSE mount answers from the
+/// attributes the kernel caches until it is asked, then `ENOTCONN`.
+pub fn is_dir_now(path: &Path) -> Result<bool, Errno> {
     use rustix::fs::{statx, AtFlags, FileType, StatxFlags, CWD};
     let st = statx(CWD, path, AtFlags::STATX_FORCE_SYNC, StatxFlags::TYPE).map_err(errno)?;
-    Ok(
-        match FileType::from_raw_mode(st.stx_mode.into()) == FileType::Directory {
-            true => FileKind::Dir,
-            false => FileKind::Other,
-        },
-    )
+    Ok(FileType::from_raw_mode(st.stx_mode.into()) == FileType::Directory)
 }
 
 /// The `/dev/fuse` descriptor `fd`, which this process inherited from a

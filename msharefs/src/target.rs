@@ -30,8 +30,8 @@ pub enum Target {
 const TEARDOWN: Duration = Duration::from_secs(5);
 
 /// What the mount point's own file system answers, asked of it now.
-fn ask(path: &Path) -> Result<sys::FileKind, Errno> {
-    let mut answer = sys::file_kind_now(path);
+fn ask(path: &Path) -> Result<bool, Errno> {
+    let mut answer = sys::is_dir_now(path);
     // Just after its server died, a request that reaches the dead
     // server's io_uring queues before the kernel has torn them down ends
     // ECANCELED (its task is gone) or EFAULT (so is its memory); asked
@@ -39,7 +39,7 @@ fn ask(path: &Path) -> Result<sys::FileKind, Errno> {
     let deadline = Instant::now() + TEARDOWN;
     while matches!(answer, Err(Errno::ECANCELED | Errno::EFAULT)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
-        answer = sys::file_kind_now(path);
+        answer = sys::is_dir_now(path);
     }
     answer
 }
@@ -57,13 +57,10 @@ impl Target {
     }
 
     /// The target at `path` (absolute), given what its file system answers.
-    fn of(
-        path: PathBuf,
-        ask: impl FnOnce(&Path) -> Result<sys::FileKind, Errno>,
-    ) -> Result<Target, String> {
+    fn of(path: PathBuf, ask: impl FnOnce(&Path) -> Result<bool, Errno>) -> Result<Target, String> {
         match ask(&path) {
-            Ok(sys::FileKind::Dir) => Ok(Target::Dir(path)),
-            Ok(sys::FileKind::Other) => Err(format!("{}: not a directory", path.display())),
+            Ok(true) => Ok(Target::Dir(path)),
+            Ok(false) => Err(format!("{}: not a directory", path.display())),
             // ECONNREFUSED: a connection whose server failed before it
             // answered the kernel's INIT, as dead as the others.
             Err(Errno::ENOTCONN | Errno::ECONNABORTED | Errno::ECONNREFUSED) => {
@@ -174,7 +171,7 @@ mod tests {
     fn what_the_mount_point_answers_decides_the_target() {
         let p = PathBuf::from("/m");
         assert!(matches!(
-            Target::of(p.clone(), |_| Ok(sys::FileKind::Dir)),
+            Target::of(p.clone(), |_| Ok(true)),
             Ok(Target::Dir(_))
         ));
         for dead in [Errno::ENOTCONN, Errno::ECONNABORTED, Errno::ECONNREFUSED] {
@@ -183,7 +180,7 @@ mod tests {
                 Ok(Target::Dead(_))
             ));
         }
-        let e = Target::of(p.clone(), |_| Ok(sys::FileKind::Other)).unwrap_err();
+        let e = Target::of(p.clone(), |_| Ok(false)).unwrap_err();
         assert_eq!(e, "/m: not a directory");
         let e = Target::of(p, |_| Err(Errno::ENOENT)).unwrap_err();
         assert_eq!(e, "/m: No such file or directory");

@@ -41,9 +41,9 @@ impl MshareFs {
                 let Ok(dir) = ns.child(ROOT, OsStr::new(dir)) else {
                     continue;
                 };
-                let _ = ns.list(dir, 2, |ino, _, _, _| {
-                    if let Some(r) = ns.node(ino).ok().and_then(|n| n.region()) {
-                        found.push((ino, r.clone()));
+                let _ = ns.list(dir, 2, &mut |e| {
+                    if let Some(r) = ns.node(e.ino).ok().and_then(|n| n.region()) {
+                        found.push((e.ino, r.clone()));
                     }
                     false
                 });

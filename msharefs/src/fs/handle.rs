@@ -14,7 +14,7 @@ impl MshareFs {
     /// (logged at debug level with the request and what it was about).
     pub fn handle(&self, who: Caller, ino: Ino, op: Op<'_>) -> Result<Reply, Fail> {
         let name = op.name();
-        let subject = op.subject_name().map(|n| n.to_os_string());
+        let subject = op.subject_name();
         let res = self.admit(who, &op).and_then(|()| self.run(who, ino, op));
         if let Err(f) = &res {
             match subject {

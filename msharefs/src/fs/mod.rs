@@ -37,7 +37,7 @@ use crate::options::{Options, Passthrough};
 use crate::passthrough::{Device, PassthroughId};
 use crate::placement::Placement;
 use crate::region::Home;
-use crate::request::{DirEntry, DirSink, Fh, Ino, Statfs};
+use crate::request::{DirSink, Fh, Ino, Statfs};
 use crate::state::Journal;
 
 /// How long the kernel may cache a name.
@@ -195,14 +195,7 @@ impl MshareFs {
     /// says the reply is full.
     fn do_readdir(&self, ino: Ino, fh: Fh, cookie: u64, add: DirSink<'_>) -> Result<(), Fail> {
         self.handles.check_dir(fh, ino)?;
-        self.ns.read().list(ino, cookie, |ino, cookie, kind, name| {
-            add(DirEntry {
-                ino,
-                cookie,
-                kind,
-                name,
-            })
-        })
+        self.ns.read().list(ino, cookie, add)
     }
 
     /// `releasedir`.

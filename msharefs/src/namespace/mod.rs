@@ -22,7 +22,7 @@ use nix::errno::Errno;
 
 use crate::fail::{ensure, Fail};
 use crate::region::Region;
-use crate::request::{FileKind, Ino};
+use crate::request::{DirEntry, FileKind, Ino};
 pub use dir::Dir;
 pub use node::{Kind, Limits, Meta, Node, Removal};
 pub use walk::{permits, MAY_READ};
@@ -308,24 +308,35 @@ impl Namespace {
     }
 
     /// Lists directory `ino` from just after `cookie` (0: from the start,
-    /// `.` and `..` first): calls `add(inode, cookie, type, name)` for each
-    /// entry until it returns `true` (the reply is full).
+    /// `.` and `..` first): gives `add` each entry until it returns `true`
+    /// (the reply is full).
     pub fn list(
         &self,
         ino: Ino,
         cookie: u64,
-        mut add: impl FnMut(Ino, u64, FileKind, &OsStr) -> bool,
+        add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<(), Fail> {
         let dir = self.dir(ino)?;
         let dots = [(ino, 1, "."), (self.node(ino)?.parent, 2, "..")];
         for (i, c, name) in dots {
-            if c > cookie && add(i, c, FileKind::Dir, OsStr::new(name)) {
+            let dot = DirEntry {
+                ino: i,
+                cookie: c,
+                kind: FileKind::Dir,
+                name: OsStr::new(name),
+            };
+            if c > cookie && add(dot) {
                 return Ok(());
             }
         }
         for (c, name, child) in dir.after(cookie) {
-            let kind = self.node(child)?.file_type();
-            if add(child, c, kind, name) {
+            let entry = DirEntry {
+                ino: child,
+                cookie: c,
+                kind: self.node(child)?.file_type(),
+                name,
+            };
+            if add(entry) {
                 break;
             }
         }

@@ -166,8 +166,8 @@ fn listing_resumes_at_a_cookie() {
         n.insert(ROOT, os(name), dir(), meta()).unwrap();
     }
     let mut seen = Vec::new();
-    n.list(ROOT, 0, |_, cookie, _, name| {
-        seen.push((cookie, name.to_string_lossy().into_owned()));
+    n.list(ROOT, 0, &mut |e| {
+        seen.push((e.cookie, e.name.to_string_lossy().into_owned()));
         seen.len() == 3
     })
     .unwrap();
@@ -175,8 +175,8 @@ fn listing_resumes_at_a_cookie() {
     assert_eq!(names, [".", "..", "mshare_info"]);
     n.remove(ROOT, os("b"), Removal::Dir).unwrap();
     let mut rest = Vec::new();
-    n.list(ROOT, seen[2].0, |_, _, _, name| {
-        rest.push(name.to_string_lossy().into_owned());
+    n.list(ROOT, seen[2].0, &mut |e| {
+        rest.push(e.name.to_string_lossy().into_owned());
         false
     })
     .unwrap();

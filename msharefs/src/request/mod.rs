@@ -202,7 +202,7 @@ pub enum Op<'a> {
     Destroy,
 }
 
-impl Op<'_> {
+impl<'a> Op<'a> {
     /// The request's name, for log lines.
     pub fn name(&self) -> &'static str {
         match self {
@@ -255,9 +255,10 @@ impl Op<'_> {
         )
     }
 
-    /// The name the request is about, if it names one.
-    pub fn subject_name(&self) -> Option<&OsStr> {
-        match self {
+    /// The name the request is about, if it names one (borrowed from the
+    /// request's buffer, so it outlives the `Op`).
+    pub fn subject_name(&self) -> Option<&'a OsStr> {
+        match *self {
             Op::Lookup { name }
             | Op::Mknod { name, .. }
             | Op::Mkdir { name, .. }

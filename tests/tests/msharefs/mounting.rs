@@ -296,15 +296,7 @@ fn a_user_server_mounts_through_fusermount3_and_serves_only_its_owner() {
 
     // The owner makes and uses a region.
     let region = dir.join("r1");
-    let as_user = |uid: u32, f: &dyn Fn() -> i32| {
-        in_child(|| {
-            nix::unistd::setgroups(&[]).unwrap();
-            nix::unistd::setresgid(uid.into(), uid.into(), uid.into()).unwrap();
-            nix::unistd::setresuid(uid.into(), uid.into(), uid.into()).unwrap();
-            f()
-        })
-    };
-    let made = as_user(1000, &|| {
+    let made = as_user(1000, || {
         let ok = fs::write(&region, b"").is_ok()
             && fs::metadata(&region).is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 1000);
         i32::from(!ok)
@@ -312,7 +304,7 @@ fn a_user_server_mounts_through_fusermount3_and_serves_only_its_owner() {
     assert_eq!(made, 0, "the owner makes a region: {}", log_text());
     // Anyone else is refused, root included.
     let errno_of = |r: std::io::Result<fs::Metadata>| r.err().and_then(|e| e.raw_os_error());
-    let other = as_user(65534, &|| errno_of(fs::metadata(&region)).unwrap_or(0));
+    let other = as_user(65534, || errno_of(fs::metadata(&region)).unwrap_or(0));
     assert_eq!(other, libc::EACCES, "another user");
     assert_eq!(errno_of(fs::metadata(&region)), Some(libc::EACCES), "root");
 
